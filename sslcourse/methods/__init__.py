@@ -1,0 +1,16 @@
+"""The methods of the course, one module per family.
+
+==================  =====================================================
+family              methods
+==================  =====================================================
+``autoencoding``    :class:`DenoisingAutoencoder` (and the plain autoencoder)
+==================  =====================================================
+
+Every method is an ``nn.Module`` with an ``encoder`` attribute and
+``training_step(batch) -> dict``; see :class:`SSLMethod`.
+"""
+
+from .autoencoding import DenoisingAutoencoder
+from .base import SSLMethod
+
+__all__ = ["SSLMethod", "DenoisingAutoencoder"]
