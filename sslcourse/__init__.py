@@ -9,7 +9,7 @@ The names most code needs are here::
     history = sslcourse.fit(method, train, budget=60)
 """
 
-from . import augment, data, evaluate, losses, methods, nets, runtime
+from . import augment, data, evaluate, losses, methods, nets, notebook, plots, runtime
 from .data import DeviceLoader, ImageDataset, load_dataset
 from .runtime import describe_runtime, get_device, seed_everything
 from .train import History, NonFiniteLossError, fit
@@ -23,6 +23,8 @@ __all__ = [
     "losses",
     "methods",
     "nets",
+    "notebook",
+    "plots",
     "runtime",
     "DeviceLoader",
     "ImageDataset",
