@@ -1,0 +1,68 @@
+"""The `sslcourse` command: info, pretrain (table and JSON), and bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sslcourse import cli
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sslcourse", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_info_describes_the_runtime():
+    out = run_cli("info")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("\n") == 1
+    assert "sslcourse on cpu" in out.stdout and "torch" in out.stdout
+
+
+def test_unknown_method_is_refused_with_the_choices():
+    out = run_cli("pretrain", "nosuchmethod")
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr and "dae" in out.stderr
+
+
+@pytest.mark.slow
+def test_pretrain_json_has_every_row_probe_and_fraction(capsys):
+    assert cli.main(["pretrain", "dae", "--data", "digits", "--budget", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "dae" and result["data"] == "digits"
+    assert 3 <= result["pretrain_seconds"] < 60
+    assert set(result["rows"]) == {"dae", "ae", "random_init", "raw_pixels"}
+    for row in result["rows"].values():
+        assert set(row) == {"linear", "knn"}
+        for probe in row.values():
+            assert set(probe) == {"0.01", "0.1", "1.0"}
+            assert all(0.0 <= acc <= 1.0 for acc in probe.values())
+    # 10 digit classes: every representation does far better than chance with all labels
+    assert all(row["linear"]["1.0"] > 0.5 for row in result["rows"].values())
+
+
+@pytest.mark.slow
+def test_pretrain_prints_a_table(capsys):
+    assert cli.main(["pretrain", "dae", "--budget", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("representation"))
+    assert "linear @ 1%" in header and "knn @ 100%" in header
+    for name in ("dae", "ae", "random_init", "raw_pixels"):
+        assert any(line.split()[:1] == [name] for line in lines), f"no row for {name} in:\n{out}"
+
+
+def test_missing_dataset_offline_fails_with_the_clear_error(tmp_path, monkeypatch, capsys):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("SSLCOURSE_DATA", str(tmp_path))
+    assert cli.main(["pretrain", "dae", "--data", "cifar10", "--budget", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sslcourse: ") and "CIFAR-10" in err
+    assert str(tmp_path / "cifar10") in err and "data_batch_1" in err
