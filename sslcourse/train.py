@@ -214,9 +214,10 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         step = state["step"]
         history = History(**state["history"])
-        torch.set_rng_state(state["rng_cpu"])
+        # map_location moved every tensor to the device; RNG states must be CPU byte tensors
+        torch.set_rng_state(state["rng_cpu"].cpu())
         if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
     else:
         torch.manual_seed(seed)
     checkpoint_every = checkpoint_every or batches_per_epoch
