@@ -210,6 +210,7 @@ def fine_tune(
     *,
     fraction: float = 1.0,
     epochs: int = 30,
+    min_steps: int = 0,
     batch_size: int = 64,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
@@ -220,9 +221,15 @@ def fine_tune(
     """Train a copy of ``encoder`` with a linear head on ``fraction`` of the labels; return test accuracy.
 
     The encoder passed in is not changed. ``augment`` (optional) maps a float
-    batch (B, C, H, W) to an augmented one. Every run sees ``epochs`` passes
-    over its labelled subset (small subsets get fewer steps).
+    batch (B, C, H, W) to an augmented one. Every run makes ``epochs`` passes
+    over its labelled subset, and more if that is fewer than ``min_steps``
+    optimizer steps: without a floor, a 1% subset gets a handful of steps and
+    a network trained from scratch barely leaves chance.
     """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not isinstance(min_steps, int) or min_steps < 0:
+        raise ValueError(f"min_steps must be an int >= 0, got {min_steps!r}")
     device = get_device(device)
     idx = stratified_subset(train.labels, fraction, seed=seed)
     subset = train.subset(idx)
@@ -234,7 +241,7 @@ def fine_tune(
         model = _Classifier(net, dim, test.num_classes).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         loader = DeviceLoader(subset, min(batch_size, len(subset)), device=device, seed=seed, drop_last=len(subset) > batch_size)
-        for epoch in range(epochs):
+        for epoch in range(max(epochs, -(-min_steps // len(loader)))):
             for x, y in loader.batches(epoch):
                 if augment is not None:
                     x = augment(x)

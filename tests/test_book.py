@@ -206,6 +206,21 @@ def test_chapter_renders_figures_math_and_no_errors(built_book, page):
 
 
 @pytest.mark.slow
+def test_math_renders_without_a_network(built_book):
+    # sphinx-mathjax-offline copies MathJax into the build: formulas render offline, and no page loads it from a CDN
+    html = built_book["html"]
+    for page in toc_files():
+        text = (html / f"{page}.html").read_text()
+        scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', text, flags=re.IGNORECASE)
+        if 'class="math' in text:
+            assert scripts, f"{page} has math but loads no MathJax script"
+        for src in scripts:
+            assert not src.startswith(("http:", "https:", "//")), f"{page} loads MathJax from the network: {src}"
+            target = (html / page).parent / src
+            assert target.is_file(), f"{page}: MathJax script {src} is not in the build ({target})"
+
+
+@pytest.mark.slow
 def test_no_execution_failure_reports(built_book):
     reports = built_book["html"] / "reports"
     logs = sorted(p.relative_to(reports).as_posix() for p in reports.rglob("*.log")) if reports.exists() else []

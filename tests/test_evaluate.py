@@ -269,3 +269,27 @@ def test_fine_tune_deterministic_and_with_augment(digits):
 
     c = fine_tune(enc, train, test, fraction=0.2, epochs=1, device="cpu", augment=flip)
     assert 0.0 <= c <= 1.0 and len(calls) > 0 and all(len(s) == 4 for s in calls)
+
+
+def test_fine_tune_min_steps_sets_a_floor_on_optimizer_steps(digits):
+    train, test = digits
+    enc = encoder()
+    calls = []
+
+    def count(x):
+        calls.append(len(x))
+        return x
+
+    # 1% of the labels is a few images: one batch per epoch, so 2 epochs are 2 steps
+    fine_tune(enc, train, test, fraction=0.01, epochs=2, batch_size=64, device="cpu", augment=count)
+    assert len(calls) == 2
+    calls.clear()
+    fine_tune(enc, train, test, fraction=0.01, epochs=2, min_steps=25, batch_size=64, device="cpu", augment=count)
+    assert len(calls) == 25, f"min_steps=25 on a one-batch subset should run 25 steps, ran {len(calls)}"
+    calls.clear()
+    # a floor below what the epochs give changes nothing
+    fine_tune(enc, train, test, fraction=1.0, epochs=2, min_steps=1, batch_size=64, device="cpu", augment=count)
+    assert len(train) > 2 * 64 and len(calls) == 2 * (len(train) // 64)
+    for bad in (dict(min_steps=-1), dict(epochs=0), dict(min_steps=2.5)):
+        with pytest.raises(ValueError):
+            fine_tune(enc, train, test, fraction=0.01, device="cpu", **bad)
