@@ -6,8 +6,16 @@ Each takes tensors and returns a scalar tensor; none has parameters or state.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["reconstruction_mse", "emphasized_mse"]
+__all__ = [
+    "soft_cross_entropy",
+    "reconstruction_mse",
+    "emphasized_mse",
+    "masked_reconstruction_mse",
+    "adversarial_generator_loss",
+    "adversarial_discriminator_loss",
+]
 
 
 def _check_same_shape(name: str, **tensors: torch.Tensor) -> None:
@@ -62,3 +70,103 @@ def emphasized_mse(
     squared = (pred - target).pow(2)
     weights = torch.where(corrupted, alpha, beta).to(squared.dtype)
     return (weights * squared).mean()
+
+
+def masked_reconstruction_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared error over the hidden region only: the context encoder's masked L2.
+
+    Pathak et al. (2016), "Context Encoders: Feature Learning by Inpainting"::
+
+        L_rec(x) = || M * (x - F((1 - M) * x)) ||_2^2
+
+    where M is the binary mask (1 where a pixel was hidden), ``pred`` is the
+    network's output F((1 - M) * x) and ``target`` the full image x. The paper
+    writes a sum; we divide it by the number of hidden elements (pixels times
+    channels), so the loss is the mean squared error over the hidden region:
+    its scale does not depend on the image size or on how much is hidden, and
+    it equals :func:`reconstruction_mse` when everything is hidden. What the
+    network outputs outside the mask does not matter (zero gradient there).
+    With nothing hidden the loss is 0.
+
+    Args:
+        pred: reconstruction, (B, C, H, W).
+        target: the original image, (B, C, H, W).
+        mask: bool, (B, C, H, W) or (B, 1, H, W) (one mask for all channels),
+            True where the input was hidden.
+    Returns:
+        scalar tensor.
+    """
+    _check_same_shape("masked_reconstruction_mse", pred=pred, target=target)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"masked_reconstruction_mse: mask must be a bool tensor, got {mask.dtype}")
+    if mask.dim() != pred.dim() or any(m not in (1, p) for m, p in zip(mask.shape, pred.shape)) or mask.shape[0] != pred.shape[0]:
+        raise ValueError(
+            f"masked_reconstruction_mse: mask {tuple(mask.shape)} must be shaped like pred {tuple(pred.shape)}, "
+            "or with a channel dimension of 1"
+        )
+    weights = mask.expand_as(pred).to(pred.dtype)
+    squared = (pred - target).pow(2)
+    return (weights * squared).sum() / weights.sum().clamp_min(1.0)
+
+
+def adversarial_generator_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """The generator's adversarial loss, non-saturating form: -mean log D(G(z)).
+
+    Goodfellow et al. (2014); the adversarial term of the context encoder
+    (Pathak et al. 2016), where the generator is the inpainting network and
+    G(z) an inpainted image. Written with logits for stability:
+    -log sigmoid(l) = softplus(-l), i.e. binary cross-entropy against the
+    label "real" (1). It falls as the discriminator is fooled.
+
+    Args:
+        logits_fake: discriminator logits on generated images, any shape (e.g. (B,)).
+    Returns:
+        scalar tensor.
+    """
+    return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+
+
+def adversarial_discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """The discriminator's loss: -mean log D(x) - mean log(1 - D(G(z))).
+
+    Goodfellow et al. (2014); Pathak et al. (2016) write the same objective as
+    L_adv = max_D E[log D(x) + log(1 - D(F((1 - M) * x)))]. This is its
+    negative, as binary cross-entropy with logits: real images labelled 1,
+    generated ones 0. It is 2 log 2 = 1.386 when D outputs 1/2 everywhere.
+
+    Args:
+        logits_real: discriminator logits on real images, e.g. (B,).
+        logits_fake: discriminator logits on generated images, e.g. (B,).
+    Returns:
+        scalar tensor (the sum of the two means).
+    """
+    real = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
+    fake = F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    return real + fake
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy against a distribution per position, optionally weighted per position.
+
+    Zhang, Isola and Efros (2016), eq. (2), the colorization loss::
+
+        L = - (1 / P) * sum_{h,w} v(Z_hw) * sum_q Z_hwq * log softmax(logits)_hwq
+
+    where Z is the soft-encoded target over the Q classes (each position's
+    distribution sums to 1), v the class-rebalancing weight of each position
+    (``weights``; all ones when None) and P the number of positions.
+
+    Args:
+        logits: (B, Q, ...) unnormalised scores, class dimension 1.
+        target: (B, Q, ...) non-negative, summing to 1 over dimension 1.
+        weights: (B, ...) per-position weights, or None.
+    Returns:
+        scalar tensor.
+    """
+    _check_same_shape("soft_cross_entropy", logits=logits, target=target)
+    per_position = -(target * torch.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    if weights is not None:
+        if weights.shape != per_position.shape:
+            raise ValueError(f"soft_cross_entropy: weights must have shape {tuple(per_position.shape)}, got {tuple(weights.shape)}")
+        per_position = per_position * weights
+    return per_position.mean()

@@ -96,11 +96,22 @@ class ConvDecoder(nn.Module):
     """The mirror of :class:`ConvEncoder`: transposed convolutions back to the image.
 
     Input the latent map (B, latent_channels, h, w); output (B, out_channels,
-    4h, 4w) in [0, 1] (a sigmoid at the end, since pixels live there).
+    4h, 4w). ``final_activation="sigmoid"`` (the default) puts the output in
+    [0, 1], where pixels live; ``None`` leaves it unbounded (colour channels,
+    per-pixel logits).
     """
 
-    def __init__(self, out_channels: int = 3, widths: Sequence[int] = (96, 192), latent_channels: int = 10) -> None:
+    def __init__(
+        self,
+        out_channels: int = 3,
+        widths: Sequence[int] = (96, 192),
+        latent_channels: int = 10,
+        final_activation: str | None = "sigmoid",
+    ) -> None:
         super().__init__()
+        if final_activation not in ("sigmoid", None):
+            raise ValueError(f"final_activation must be 'sigmoid' or None, got {final_activation!r}")
+        self.final_activation = final_activation
         w1, w2 = widths
         self.layers = nn.Sequential(
             conv_bn_relu(latent_channels, w2, kernel=1),
@@ -115,7 +126,8 @@ class ConvDecoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.layers(z))
+        out = self.layers(z)
+        return torch.sigmoid(out) if self.final_activation == "sigmoid" else out
 
 
 def resnet18_cifar(in_channels: int = 3) -> nn.Module:

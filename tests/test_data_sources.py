@@ -56,7 +56,7 @@ def register(monkeypatch, name: str, dataset_class: type) -> None:
 
 
 def test_available_datasets():
-    assert available_datasets() == ["digits", "cifar10", "svhn", "stl10", "mnist", "fashion_mnist"]
+    assert available_datasets() == ["digits", "photos", "cifar10", "svhn", "stl10", "mnist", "fashion_mnist"]
 
 
 def test_digits_shapes_dtypes_and_classes():

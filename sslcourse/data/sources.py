@@ -5,6 +5,8 @@ Sources:
 - ``digits``: scikit-learn's 1,797 handwritten digits (8x8, 17 gray levels),
   shipped inside the scikit-learn wheel, so it works offline. Upscaled to 16x16
   by default. The embedded default of the course.
+- ``photos``: patches of the colour photographs shipped with scikit-image
+  (:mod:`sslcourse.data.photos`), for the colour methods; no download.
 - ``cifar10``, ``svhn``, ``stl10``, ``mnist``, ``fashion_mnist``: torchvision's
   datasets, loaded with torchvision's own code (including its md5 checks) and
   downloaded on first use. Each lives in its own folder ``<root>/<name>``, where
@@ -39,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .dataset import ImageDataset
+from .photos import PHOTO_SPLITS, load_photos
 
 __all__ = [
     "DatasetNotAvailableError",
@@ -177,7 +180,7 @@ TORCHVISION_SOURCES: dict[str, SourceSpec] = {
 
 def available_datasets() -> list[str]:
     """The names ``load_dataset`` accepts: ``["digits", "cifar10", "svhn", ...]``."""
-    return ["digits", *TORCHVISION_SOURCES]
+    return ["digits", "photos", *TORCHVISION_SOURCES]
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -202,16 +205,16 @@ def load_dataset(
 
     Args:
         name: one of :func:`available_datasets`.
-        split: ``"train"`` or ``"test"``; also ``"all"`` for digits, ``"extra"``
+        split: ``"train"`` or ``"test"``; also ``"all"`` for digits and photos, ``"extra"``
             for svhn, ``"unlabeled"`` and ``"train+unlabeled"`` for stl10
             (unlabeled images have label -1).
         size: resize to (size, size), bilinear. ``None`` keeps the native size
-            (32 for CIFAR-10 and SVHN, 96 for STL-10, 28 for the MNISTs), except
-            for digits, which default to 16 (from 8).
+            (32 for CIFAR-10 and SVHN, 96 for STL-10, 28 for the MNISTs, 64 for
+            photos), except for digits, which default to 16 (from 8).
         root: the data folder; each torchvision source lives in ``root/<name>``.
             Defaults to ``$SSLCOURSE_DATA``, else ``~/.cache/sslcourse/data``.
         download: download a torchvision source whose files are missing or
-            corrupted. Digits never need a download.
+            corrupted. Digits and photos never need a download.
 
     Returns:
         An :class:`ImageDataset`, on the CPU. C is 1 for digits and the MNISTs,
@@ -225,7 +228,8 @@ def load_dataset(
     if not isinstance(name, str) or name.lower().replace("-", "_") not in available_datasets():
         raise ValueError(f"unknown dataset {name!r}; expected one of {available_datasets()}")
     name = name.lower().replace("-", "_")
-    splits = DIGITS_SPLITS if name == "digits" else tuple(TORCHVISION_SOURCES[name].splits)
+    embedded = {"digits": DIGITS_SPLITS, "photos": PHOTO_SPLITS}
+    splits = embedded[name] if name in embedded else tuple(TORCHVISION_SOURCES[name].splits)
     if split not in splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; expected one of {list(splits)}")
     if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1):
@@ -233,7 +237,10 @@ def load_dataset(
 
     if name == "digits":
         return _load_digits(split, DIGITS_SIZE if size is None else int(size))
-    data = _load_torchvision(name, TORCHVISION_SOURCES[name], split, data_root(root) / name, download)
+    if name == "photos":
+        data = load_photos(split)
+    else:
+        data = _load_torchvision(name, TORCHVISION_SOURCES[name], split, data_root(root) / name, download)
     if size is not None:
         data.images = _resize(data.images, int(size), antialias=True)
     return data
