@@ -3,6 +3,7 @@
     sslcourse info                                     describe the runtime
     sslcourse pretrain dae --data digits --budget 60   pretrain, then compare with the baselines
     sslcourse pretrain dae --json                      the same result as one JSON object
+    sslcourse pretrain colorization                    any method of the course by its name
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ from .recipes import build_method, default_recipe
 from .runtime import describe_runtime, get_device, seed_everything
 from .train import fit
 
-PRETRAINABLE = ["dae"]
+PRETRAINABLE = ["dae", "colorization", "splitbrain"]
 #: For each method, the other pretrained rows it is compared with, besides random init and raw pixels.
 COMPARED_WITH = {"dae": ["ae"]}
+
+
+def _probed(encoder, depth: int | None):
+    """The part of ``encoder`` that is probed: its first ``depth`` layers, or all of it."""
+    return encoder if depth is None else encoder.truncated(depth)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,13 +42,15 @@ def _parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser(
         "pretrain",
-        help="pretrain a method, then probe it beside a plain autoencoder, random init and raw pixels",
+        help="pretrain a method, then probe it beside random init and raw pixels",
         description="Pretrain METHOD, then report linear-probe and kNN accuracy at 1%%, 10%% and 100%% of the labels "
-        "for it, its comparison rows, the same encoder at random init, and raw pixels. Defaults depend on the "
-        "device: digits and a time budget on a CPU, CIFAR-10 and epochs on a GPU.",
+        "for it, its comparison rows (the plain autoencoder for dae), the same encoder at random init, and raw "
+        "pixels. Defaults depend on the device: the embedded data and a time budget on a CPU (the colour methods "
+        "pretrain on photo patches and are probed on digits), CIFAR-10 and epochs on a GPU. --data pretrains and "
+        "probes on the dataset named.",
     )
     pre.add_argument("method", choices=PRETRAINABLE)
-    pre.add_argument("--data", default=None, help="dataset name (default: digits on CPU, cifar10 on GPU)")
+    pre.add_argument("--data", default=None, help="dataset name (default: digits or photos on CPU, cifar10 on GPU)")
     pre.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE")
     pre.add_argument("--budget", type=float, default=None, help="seconds of pretraining for each pretrained model")
     pre.add_argument("--epochs", type=int, default=None, help="epochs of pretraining (instead of, or besides, --budget)")
@@ -64,8 +72,12 @@ def pretrain(args: argparse.Namespace) -> dict:
         recipe = replace(recipe, budget=None)  # asked for epochs: do not cut them short with the default budget
     if args.data is not None and args.size is None:
         recipe = replace(recipe, size=None)  # another dataset keeps its native size
+    if args.data is not None:
+        recipe = replace(recipe, probe_data=None, probe_size=None)  # pretrain and probe on the data asked for
     train = load_dataset(recipe.data, "train", size=recipe.size)
-    test = load_dataset(recipe.data, "test", size=recipe.size)
+    probe_name, probe_size = recipe.probe_dataset
+    probe_train = load_dataset(probe_name, "train", size=probe_size)
+    probe_test = load_dataset(probe_name, "test", size=probe_size)
     in_channels = train.image_shape[0]
 
     encoders = {}
@@ -86,14 +98,17 @@ def pretrain(args: argparse.Namespace) -> dict:
             progress=not (args.quiet or args.json),
         )
         seconds[name] = time.perf_counter() - start
-        encoders[name] = method.encoder
-    encoders["random_init"] = random_init_like(encoders[args.method], seed=args.seed)
+        encoders[name] = _probed(method.encoder, recipe.probe_depth)
+        if name == args.method:
+            encoders["random_init"] = _probed(random_init_like(method.encoder, seed=args.seed), recipe.probe_depth)
     encoders["raw_pixels"] = None
-    rows = compare_representations(encoders, train, test, fractions=(0.01, 0.1, 1.0), device=device)
+    rows = compare_representations(encoders, probe_train, probe_test, fractions=(0.01, 0.1, 1.0), device=device)
     return {
         "method": args.method,
         "data": recipe.data,
         "pretrain_seconds": round(seconds[args.method], 2),
+        "probe_data": probe_name,
+        "probe_layer": recipe.probe_depth if recipe.probe_depth is not None else "all",
         "rows": rows,
     }
 
@@ -112,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result))
         else:
+            layer = "the whole encoder" if result["probe_layer"] == "all" else f"the encoder's first {result['probe_layer']} layers"
             print(
                 f"{result['method']} pretrained on {result['data']} for {result['pretrain_seconds']:.0f} s "
                 f"({describe_runtime(args.device)})\n"
-                "accuracy (%) on the test split; fractions below 100% average 3 random labelled subsets\n"
+                f"probed on {result['probe_data']} at {layer}: accuracy (%) on the test split; "
+                "fractions below 100% average 3 random labelled subsets\n"
             )
             print(format_accuracy_table(result["rows"]))
         return 0

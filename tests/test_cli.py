@@ -66,3 +66,25 @@ def test_missing_dataset_offline_fails_with_the_clear_error(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert err.startswith("sslcourse: ") and "CIFAR-10" in err
     assert str(tmp_path / "cifar10") in err and "data_batch_1" in err
+
+
+@pytest.mark.slow
+def test_pretrain_a_colour_method_probes_it_on_digits_at_its_layer(capsys):
+    assert cli.main(["pretrain", "colorization", "--budget", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["data"] == "photos" and result["probe_data"] == "digits" and result["probe_layer"] == 3
+    assert set(result["rows"]) == {"colorization", "random_init", "raw_pixels"}
+    assert all(row["linear"]["1.0"] > 0.5 for row in result["rows"].values())
+
+
+def test_every_cli_method_has_a_recipe_and_builds():
+    from sslcourse.recipes import build_method, default_recipe
+
+    for name in cli.PRETRAINABLE:
+        for device in ("cpu", "cuda"):
+            recipe = default_recipe(name, device)
+            assert recipe.budget or recipe.epochs
+        method = build_method(name, 3 if default_recipe(name).data == "photos" else 1, default_recipe(name).widths)
+        assert hasattr(method, "encoder") and callable(method.training_step)
+        for other in cli.COMPARED_WITH.get(name, []):
+            build_method(other, 1, default_recipe(name).widths)

@@ -4,6 +4,7 @@
 family              methods
 ==================  =====================================================
 ``autoencoding``    :class:`DenoisingAutoencoder` (and the plain autoencoder)
+``colorization``    :class:`Colorization`, :class:`SplitBrain` (one view from another)
 ==================  =====================================================
 
 Every method is an ``nn.Module`` with an ``encoder`` attribute and
@@ -12,5 +13,6 @@ Every method is an ``nn.Module`` with an ``encoder`` attribute and
 
 from .autoencoding import DenoisingAutoencoder
 from .base import SSLMethod
+from .colorization import Colorization, SplitBrain
 
-__all__ = ["SSLMethod", "DenoisingAutoencoder"]
+__all__ = ["SSLMethod", "DenoisingAutoencoder", "Colorization", "SplitBrain"]

@@ -63,6 +63,11 @@ class LabEncoder(nn.Module):
         channels = {"L": lightness, "ab": ab}
         return torch.cat([net(channels[group]) for group, net in self.nets.items()], dim=1)
 
+    def truncated(self, depth: int) -> "LabEncoder":
+        """The same encoder cut after ``depth`` layers of every net (sharing weights); see
+        :meth:`sslcourse.nets.ConvEncoder.truncated`."""
+        return LabEncoder(**{group: net.truncated(depth) for group, net in self.nets.items()})
+
 
 class Colorization(SSLMethod):
     """Colorization (Zhang, Isola and Efros 2016): predict the ab channels from the lightness L.
