@@ -22,7 +22,7 @@ from .recipes import build_method, default_recipe
 from .runtime import describe_runtime, get_device, seed_everything
 from .train import fit
 
-PRETRAINABLE = ["dae", "colorization", "splitbrain"]
+PRETRAINABLE = ["dae", "context", "colorization", "splitbrain", "superres", "deepcluster"]
 #: For each method, the other pretrained rows it is compared with, besides random init and raw pixels.
 COMPARED_WITH = {"dae": ["ae"]}
 
@@ -78,13 +78,12 @@ def pretrain(args: argparse.Namespace) -> dict:
     probe_name, probe_size = recipe.probe_dataset
     probe_train = load_dataset(probe_name, "train", size=probe_size)
     probe_test = load_dataset(probe_name, "test", size=probe_size)
-    in_channels = train.image_shape[0]
 
     encoders = {}
     seconds = {}
     for name in [args.method, *COMPARED_WITH.get(args.method, [])]:
         seed_everything(args.seed)
-        method = build_method(name, in_channels, recipe.widths)
+        method = build_method(name, train, recipe.widths)
         start = time.perf_counter()
         fit(
             method,

@@ -5,7 +5,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import sslcourse
 from sslcourse import cli
 
 
@@ -84,7 +86,10 @@ def test_every_cli_method_has_a_recipe_and_builds():
         for device in ("cpu", "cuda"):
             recipe = default_recipe(name, device)
             assert recipe.budget or recipe.epochs
-        method = build_method(name, 3 if default_recipe(name).data == "photos" else 1, default_recipe(name).widths)
-        assert hasattr(method, "encoder") and callable(method.training_step)
-        for other in cli.COMPARED_WITH.get(name, []):
-            build_method(other, 1, default_recipe(name).widths)
+        recipe = default_recipe(name)
+        train = sslcourse.load_dataset(recipe.data, "train", size=recipe.size).subset(torch.arange(64))
+        for built in (name, *cli.COMPARED_WITH.get(name, [])):
+            method = build_method(built, train, recipe.widths)
+            assert hasattr(method, "encoder") and callable(method.training_step)
+            out = method.training_step((train.floats()[:8], train.labels[:8]))
+            assert torch.isfinite(out["loss"]), f"{built}: loss {out['loss']}"

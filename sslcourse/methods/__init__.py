@@ -1,18 +1,29 @@
 """The methods of the course, one module per family.
 
-==================  =====================================================
+==================  ==========================================================================
 family              methods
-==================  =====================================================
-``autoencoding``    :class:`DenoisingAutoencoder` (and the plain autoencoder)
+==================  ==========================================================================
+``autoencoding``    :class:`DenoisingAutoencoder` (and the plain autoencoder),
+                    :class:`ContextEncoder`, :class:`SuperResolution`
 ``colorization``    :class:`Colorization`, :class:`SplitBrain` (one view from another)
-==================  =====================================================
+``clustering``      :class:`DeepCluster`
+==================  ==========================================================================
 
 Every method is an ``nn.Module`` with an ``encoder`` attribute and
 ``training_step(batch) -> dict``; see :class:`SSLMethod`.
 """
 
-from .autoencoding import DenoisingAutoencoder
+from .autoencoding import ContextEncoder, DenoisingAutoencoder, SuperResolution
 from .base import SSLMethod
+from .clustering import DeepCluster
 from .colorization import Colorization, SplitBrain
 
-__all__ = ["SSLMethod", "DenoisingAutoencoder", "Colorization", "SplitBrain"]
+__all__ = [
+    "SSLMethod",
+    "DenoisingAutoencoder",
+    "ContextEncoder",
+    "SuperResolution",
+    "Colorization",
+    "SplitBrain",
+    "DeepCluster",
+]
