@@ -9,7 +9,7 @@ The names most code needs are here::
     history = sslcourse.fit(method, train, budget=60)
 """
 
-from . import augment, data, evaluate, losses, methods, nets, notebook, plots, runtime
+from . import augment, color, data, evaluate, losses, masks, methods, nets, notebook, patches, plots, runtime
 from .data import DeviceLoader, ImageDataset, load_dataset
 from .runtime import describe_runtime, get_device, seed_everything
 from .train import History, NonFiniteLossError, fit
@@ -18,12 +18,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "augment",
+    "color",
     "data",
     "evaluate",
     "losses",
+    "masks",
     "methods",
     "nets",
     "notebook",
+    "patches",
     "plots",
     "runtime",
     "DeviceLoader",

@@ -6,6 +6,7 @@ family              methods
 ``autoencoding``    :class:`DenoisingAutoencoder` (and the plain autoencoder),
                     :class:`ContextEncoder`, :class:`SuperResolution`
 ``colorization``    :class:`Colorization`, :class:`SplitBrain` (one view from another)
+``pretext``         :class:`RotationPrediction`, :class:`RelativePosition`, :class:`Jigsaw`
 ``clustering``      :class:`DeepCluster`
 ==================  ==========================================================================
 
@@ -17,6 +18,7 @@ from .autoencoding import ContextEncoder, DenoisingAutoencoder, SuperResolution
 from .base import SSLMethod
 from .clustering import DeepCluster
 from .colorization import Colorization, SplitBrain
+from .pretext import Jigsaw, RelativePosition, RotationPrediction
 
 __all__ = [
     "SSLMethod",
@@ -25,5 +27,8 @@ __all__ = [
     "SuperResolution",
     "Colorization",
     "SplitBrain",
+    "RotationPrediction",
+    "RelativePosition",
+    "Jigsaw",
     "DeepCluster",
 ]
