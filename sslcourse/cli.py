@@ -14,6 +14,8 @@ import sys
 import time
 from dataclasses import replace
 
+import torch
+
 from . import __version__
 from .data import DatasetNotAvailableError, load_dataset
 from .evaluate import compare_representations, random_init_like
@@ -58,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--lr", type=float, default=None)
     pre.add_argument("--device", default=None)
     pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default on a CPU: 1; the course's small networks gain little from more, and "
+        "two threads on two busy cores run several times slower than one)",
+    )
     pre.add_argument("--json", action="store_true", help="print the result as one JSON object")
     pre.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -106,6 +115,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         "method": args.method,
         "data": recipe.data,
         "pretrain_seconds": round(seconds[args.method], 2),
+        "runtime": describe_runtime(device),
         "probe_data": probe_name,
         "probe_layer": recipe.probe_depth if recipe.probe_depth is not None else "all",
         "rows": rows,
@@ -118,18 +128,26 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_runtime(args.device))
         return 0
     if args.command == "pretrain":
+        if args.threads is not None and args.threads < 1:
+            print(f"sslcourse: --threads expects a positive number of threads; got {args.threads}", file=sys.stderr)
+            return 2
+        threads = torch.get_num_threads()
+        if get_device(args.device).type == "cpu":
+            torch.set_num_threads(args.threads or 1)
         try:
             result = pretrain(args)
         except DatasetNotAvailableError as err:
             print(f"sslcourse: {err}", file=sys.stderr)
             return 1
+        finally:
+            torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)
         if args.json:
             print(json.dumps(result))
         else:
             layer = "the whole encoder" if result["probe_layer"] == "all" else f"the encoder's first {result['probe_layer']} layers"
             print(
                 f"{result['method']} pretrained on {result['data']} for {result['pretrain_seconds']:.0f} s "
-                f"({describe_runtime(args.device)})\n"
+                f"({result['runtime']})\n"
                 f"probed on {result['probe_data']} at {layer}: accuracy (%) on the test split; "
                 "fractions below 100% average 3 random labelled subsets\n"
             )

@@ -45,6 +45,24 @@ def test_pretrain_json_has_every_row_probe_and_fraction(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("threads", [None, 2])
+def test_pretrain_trains_on_the_threads_asked_for_and_restores_them(threads, capsys):
+    before = torch.get_num_threads()
+    args = ["pretrain", "dae", "--budget", "1", "--json"]
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    assert cli.main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert f"{threads or 1} torch threads" in result["runtime"], result["runtime"]
+    assert torch.get_num_threads() == before, "pretrain must restore the caller's torch threads"
+
+
+def test_pretrain_refuses_zero_threads(capsys):
+    assert cli.main(["pretrain", "dae", "--threads", "0"]) == 2
+    assert "--threads expects a positive number" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_pretrain_prints_a_table(capsys):
     assert cli.main(["pretrain", "dae", "--budget", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
