@@ -105,8 +105,9 @@ def describe_runtime(device: str | torch.device | None = None) -> str:
     else:
         where = device.type
     precision = choose_precision(device).name
+    threads = torch.get_num_threads()
     return (
         f"sslcourse on {where}, {precision}; torch {torch.__version__}, "
         f"python {platform.python_version()}, {os.cpu_count()} CPU cores, "
-        f"{torch.get_num_threads()} torch threads"
+        f"{threads} torch thread{'s' if threads != 1 else ''}"
     )

@@ -53,7 +53,8 @@ def test_pretrain_trains_on_the_threads_asked_for_and_restores_them(threads, cap
         args += ["--threads", str(threads)]
     assert cli.main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    assert f"{threads or 1} torch threads" in result["runtime"], result["runtime"]
+    expected = "1 torch thread" if threads is None else f"{threads} torch threads"
+    assert result["runtime"].endswith(expected), result["runtime"]
     assert torch.get_num_threads() == before, "pretrain must restore the caller's torch threads"
 
 
