@@ -45,7 +45,7 @@ def test_pretrain_json_has_every_row_probe_and_fraction(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("threads", [None, 2])
+@pytest.mark.parametrize("threads", [None, 1, 2])
 def test_pretrain_trains_on_the_threads_asked_for_and_restores_them(threads, capsys):
     before = torch.get_num_threads()
     args = ["pretrain", "dae", "--budget", "1", "--json"]
@@ -53,7 +53,8 @@ def test_pretrain_trains_on_the_threads_asked_for_and_restores_them(threads, cap
         args += ["--threads", str(threads)]
     assert cli.main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    expected = "1 torch thread" if threads is None else f"{threads} torch threads"
+    n = before if threads is None else threads
+    expected = f"{n} torch thread{'s' if n != 1 else ''}"
     assert result["runtime"].endswith(expected), result["runtime"]
     assert torch.get_num_threads() == before, "pretrain must restore the caller's torch threads"
 
