@@ -59,6 +59,22 @@ WRONG_SUBMISSIONS = {
         # salt_and_pepper reuses masking_noise (as the lab suggests), so it inherits the shared mask.
         fails=("test_masking_noise", "test_salt_and_pepper"),
     ),
+    "lab02_context_and_color": Mistake(
+        what="rgb_to_lab skips the sRGB linearisation (applies the XYZ matrix to the gamma-encoded values)",
+        cell="rgb_to_lab",
+        old="linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)",
+        new="linear = rgb",
+        # white, black, the primaries and grays (the visible checks) come out right without it; mid-tones do not.
+        fails=("test_rgb_to_lab",),
+    ),
+    "lab03_pretext_tasks": Mistake(
+        what="relative_position_pairs draws one jitter for the whole batch (every image's tiles move alike)",
+        cell="relative_position_pairs",
+        old="shift = torch.randint(-jitter, jitter + 1, (b, 2, 2), generator=generator, device=device)",
+        new="shift = torch.randint(-jitter, jitter + 1, (1, 2, 2), generator=generator, device=device).expand(b, 2, 2)",
+        # the visible checks (geometry, labels, shifts within [-jitter, jitter]) hold for a shared shift too.
+        fails=("test_relative_position_pairs",),
+    ),
 }
 
 STUDENTS = ("correct", "untouched", "wrong")

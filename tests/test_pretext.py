@@ -256,6 +256,49 @@ def test_method_errors():
             method(widths=WIDTHS, max_shift=-1)
 
 
+
+def test_methods_accept_replacement_functions():
+    """The hooks a lab plugs its own functions into: rotate_fn, pair_fn, permutations and shuffle_fn."""
+    from sslcourse import patches
+
+    calls = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            calls.append((name, args[1:], kwargs))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    torch.manual_seed(0)
+    rot = RotationPrediction(widths=WIDTHS, image_size=16, num_rotations=2, rotate_fn=spy("rotate", rotate_batch))
+    assert torch.isfinite(rot.training_step((torch.rand(4, 1, 16, 16), None))["loss"])
+    rel = RelativePosition(widths=WIDTHS, gap=2, jitter=0, pair_fn=spy("pairs", patches.relative_position_pairs))
+    assert torch.isfinite(rel.training_step((torch.rand(4, 1, 32, 32), None))["loss"])
+    perms = patches.jigsaw_permutations(12, seed=3).int()
+    jig = Jigsaw(widths=WIDTHS, permutations=perms, shuffle_fn=spy("shuffle", patches.shuffle_tiles))
+    assert jig.num_permutations == 12 and jig.head.layers[-1].out_features == 12
+    assert jig.permutations.dtype == torch.int64 and torch.equal(jig.permutations, perms.long())
+    assert torch.isfinite(jig.training_step((torch.rand(4, 1, 32, 32), None))["loss"])
+    assert [c[0] for c in calls] == ["rotate", "pairs", "shuffle"]
+    assert calls[0][1] == (2,) and calls[1][2] == {"gap": 2, "jitter": 0}
+    assert torch.equal(calls[2][1][0], jig.permutations)
+    # the defaults are the package's functions
+    assert RotationPrediction(widths=WIDTHS).rotate_fn is rotate_batch
+    assert RelativePosition(widths=WIDTHS).pair_fn is patches.relative_position_pairs
+    assert Jigsaw(widths=WIDTHS, num_permutations=5).shuffle_fn is patches.shuffle_tiles
+
+
+def test_jigsaw_rejects_bad_permutation_sets():
+    with pytest.raises(ValueError, match=r"int tensor \(P, 9\) with P >= 2; got \(3, 4\)"):
+        Jigsaw(widths=WIDTHS, permutations=torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="got dtype torch.float32"):
+        Jigsaw(widths=WIDTHS, permutations=torch.arange(9.0).repeat(2, 1))
+    with pytest.raises(ValueError, match=r"row 1 \(\[0, 0, 2, 3, 4, 5, 6, 7, 8\]\) is not a permutation of 0..8"):
+        Jigsaw(widths=WIDTHS, permutations=torch.tensor([list(range(9)), [0, 0, 2, 3, 4, 5, 6, 7, 8]]))
+    with pytest.raises(ValueError, match="some rows repeat"):
+        Jigsaw(widths=WIDTHS, permutations=torch.arange(9).repeat(3, 1))
+
+
 # ----------------------------------------------------------------- short training
 @pytest.fixture(scope="module")
 def digits_subsets():

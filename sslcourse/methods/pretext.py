@@ -17,6 +17,7 @@ convolutional, so it also encodes whole images for probing.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -177,6 +178,23 @@ def _check_shift(max_shift: int) -> int:
     return max_shift
 
 
+def _check_permutations(perms, size: int) -> torch.Tensor:
+    """A permutation set (P, size), P >= 2, rows distinct permutations of range(size): returned as int64 on the CPU."""
+    if not isinstance(perms, torch.Tensor) or perms.dim() != 2 or perms.shape[1] != size or len(perms) < 2:
+        got = tuple(perms.shape) if isinstance(perms, torch.Tensor) else type(perms).__name__
+        raise ValueError(f"permutations must be an int tensor (P, {size}) with P >= 2; got {got}")
+    if perms.dtype.is_floating_point or perms.dtype == torch.bool or perms.is_complex():
+        raise ValueError(f"permutations must be an int tensor (P, {size}); got dtype {perms.dtype}")
+    perms = perms.detach().long().cpu()
+    bad = (perms.sort(1).values != torch.arange(size)).any(1)
+    if bad.any():
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"permutations: row {row} ({perms[row].tolist()}) is not a permutation of 0..{size - 1}")
+    if len(perms.unique(dim=0)) < len(perms):
+        raise ValueError("permutations: some rows repeat; the jigsaw classes must be distinct permutations")
+    return perms.clone()
+
+
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.detach().argmax(1) == labels).float().mean()
 
@@ -213,6 +231,8 @@ class RotationPrediction(SSLMethod):
         num_rotations: 4 (multiples of 90 degrees, the paper's best), 2 or 8.
         max_shift: the random translation in pixels before rotating; 0 turns it off.
         hidden_dim, head_layers: the :class:`~sslcourse.nets.MLPHead` classifier.
+        rotate_fn: replaces :func:`rotate_batch` (e.g. your own, from Lab 03); same
+            contract: ``rotate_fn(images, num_rotations) -> (rotated, labels)``.
 
     ``training_step`` returns ``{"loss", "accuracy"}``: cross-entropy and the
     fraction of rotations recognised.
@@ -234,6 +254,7 @@ class RotationPrediction(SSLMethod):
         max_shift: int = 2,
         hidden_dim: int = 256,
         head_layers: int = 2,
+        rotate_fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         if num_rotations not in ROTATIONS:
@@ -242,6 +263,7 @@ class RotationPrediction(SSLMethod):
         self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
         self.in_channels = _encoder_channels(encoder, in_channels)
         self.image_size, self.num_rotations = image_size, num_rotations
+        self.rotate_fn = rotate_fn if rotate_fn is not None else rotate_batch
         dim = _feature_dim(self.encoder, self.in_channels, image_size, "images")
         self.head = MLPHead(dim, num_rotations, hidden_dim=hidden_dim, num_layers=head_layers)
 
@@ -254,7 +276,7 @@ class RotationPrediction(SSLMethod):
         _check_image_size(self, x)
         if self.max_shift:
             x = augment.random_translate(x, self.max_shift)
-        rotated, labels = rotate_batch(x, self.num_rotations)
+        rotated, labels = self.rotate_fn(x, self.num_rotations)
         logits = self(rotated).float()
         return {"loss": F.cross_entropy(logits, labels), "accuracy": _accuracy(logits, labels)}
 
@@ -287,6 +309,10 @@ class RelativePosition(SSLMethod):
     images, gap 0 and jitter 1 (the default: tiles 2 pixels apart on
     average, touching at worst) or gap 2 and jitter 0 give t = 8.
 
+    ``pair_fn`` replaces :func:`sslcourse.patches.relative_position_pairs`
+    (e.g. your own, from Lab 03); same contract: ``pair_fn(images, gap=gap,
+    jitter=jitter) -> (centre, neighbour, labels)``.
+
     ``training_step`` returns ``{"loss", "accuracy"}``.
 
     On digits (CPU default: 32 x 32 images, batch 128, lr 1e-3, about 50 s)
@@ -308,6 +334,7 @@ class RelativePosition(SSLMethod):
         max_shift: int = 0,
         hidden_dim: int = 256,
         head_layers: int = 2,
+        pair_fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         if color_defense is not None and color_defense not in _COLOR_DEFENSES:
@@ -316,6 +343,7 @@ class RelativePosition(SSLMethod):
         self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
         self.in_channels = _encoder_channels(encoder, in_channels)
         self.image_size, self.gap, self.jitter, self.color_defense = image_size, gap, jitter, color_defense
+        self.pair_fn = pair_fn if pair_fn is not None else patches.relative_position_pairs
         self.tile_size = patches.grid_tile_size(image_size, image_size, 3, gap=gap, jitter=jitter)
         dim = _feature_dim(self.encoder, self.in_channels, self.tile_size, f"tiles (image_size {image_size}, gap {gap}, jitter {jitter})")
         self.head = MLPHead(2 * dim, 8, hidden_dim=hidden_dim, num_layers=head_layers)
@@ -331,7 +359,7 @@ class RelativePosition(SSLMethod):
         _check_image_size(self, x)
         if self.max_shift:
             x = augment.random_translate(x, self.max_shift)
-        centre, neighbour, labels = patches.relative_position_pairs(x, gap=self.gap, jitter=self.jitter)
+        centre, neighbour, labels = self.pair_fn(x, gap=self.gap, jitter=self.jitter)
         if self.color_defense is not None and x.shape[1] == 3:
             centre, neighbour = _COLOR_DEFENSES[self.color_defense](torch.cat([centre, neighbour])).chunk(2)
         logits = self(centre, neighbour).float()
@@ -359,7 +387,12 @@ class Jigsaw(SSLMethod):
     divisible by 4 for the default encoder (8 on 32 x 32 images by default).
 
     ``training_step`` returns ``{"loss", "accuracy"}``. The permutation set is
-    the buffer ``permutations`` (num_permutations, 9).
+    the buffer ``permutations`` (num_permutations, 9): by default
+    ``jigsaw_permutations(num_permutations, 3, seed=permutation_seed)``, or the
+    int tensor (P, 9) passed as ``permutations=`` (then ``num_permutations`` is
+    P). ``shuffle_fn`` replaces :func:`~sslcourse.patches.shuffle_tiles` (e.g.
+    your own, from Lab 03); same contract: ``shuffle_fn(tiles, permutations) ->
+    (shuffled, labels)``.
 
     On digits (CPU default: 32 x 32 images, batch 64, lr 3e-3, about 50 s) the
     puzzle is nearly solved within a minute and only the early layers gain:
@@ -382,6 +415,8 @@ class Jigsaw(SSLMethod):
         hidden_dim: int = 512,
         head_layers: int = 2,
         permutation_seed: int = 0,
+        permutations: torch.Tensor | None = None,
+        shuffle_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         self.max_shift = _check_shift(max_shift)
@@ -389,9 +424,14 @@ class Jigsaw(SSLMethod):
         self.in_channels = _encoder_channels(encoder, in_channels)
         self.image_size, self.gap, self.jitter = image_size, gap, jitter
         self.tile_size = patches.grid_tile_size(image_size, image_size, 3, gap=gap, jitter=jitter)
-        self.register_buffer("permutations", patches.jigsaw_permutations(num_permutations, 3, seed=permutation_seed))
+        if permutations is None:
+            permutations = patches.jigsaw_permutations(num_permutations, 3, seed=permutation_seed)
+        else:
+            permutations = _check_permutations(permutations, 9)
+        self.register_buffer("permutations", permutations)
+        self.shuffle_fn = shuffle_fn if shuffle_fn is not None else patches.shuffle_tiles
         dim = _feature_dim(self.encoder, self.in_channels, self.tile_size, f"tiles (image_size {image_size}, gap {gap}, jitter {jitter})")
-        self.head = MLPHead(9 * dim, num_permutations, hidden_dim=hidden_dim, num_layers=head_layers)
+        self.head = MLPHead(9 * dim, len(permutations), hidden_dim=hidden_dim, num_layers=head_layers)
 
     @property
     def num_permutations(self) -> int:
@@ -409,7 +449,7 @@ class Jigsaw(SSLMethod):
         if self.max_shift:
             x = augment.random_translate(x, self.max_shift)
         tiles = patches.patch_grid(x, 3, gap=self.gap, jitter=self.jitter)
-        shuffled, labels = patches.shuffle_tiles(tiles, self.permutations)
+        shuffled, labels = self.shuffle_fn(tiles, self.permutations)
         logits = self(shuffled).float()
         return {"loss": F.cross_entropy(logits, labels), "accuracy": _accuracy(logits, labels)}
 
