@@ -15,6 +15,8 @@ __all__ = [
     "masked_reconstruction_mse",
     "adversarial_generator_loss",
     "adversarial_discriminator_loss",
+    "nt_xent",
+    "info_nce",
 ]
 
 
@@ -170,3 +172,82 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torc
             raise ValueError(f"soft_cross_entropy: weights must have shape {tuple(per_position.shape)}, got {tuple(weights.shape)}")
         per_position = per_position * weights
     return per_position.mean()
+
+
+def _check_temperature(name: str, temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"{name}: temperature must be positive, got {temperature}")
+
+
+def _check_embeddings(name: str, **tensors: torch.Tensor) -> None:
+    for key, t in tensors.items():
+        if t.dim() != 2:
+            raise ValueError(f"{name}: {key} must be (N, D) embeddings, got shape {tuple(t.shape)}")
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's normalized temperature-scaled cross-entropy (Chen et al. 2020, eq. 1).
+
+    The 2N embeddings of N images seen twice are L2-normalized; with
+    s_ij = z_i . z_j / tau, the anchor i whose positive is j(i) (the other
+    view of the same image) pays::
+
+        l_i = - log( exp(s_i,j(i)) / sum_{k != i} exp(s_ik) )
+
+    and the loss is the mean of l_i over all 2N anchors. The sum in the
+    denominator leaves out only the anchor itself, so each anchor faces one
+    positive and 2N - 2 negatives. Computed as a cross-entropy over logits in
+    float32 (log-sum-exp, stable at small temperatures and under autocast).
+
+    Args:
+        z1: (N, D) embeddings of the first views.
+        z2: (N, D) embeddings of the second views; row i pairs with z1's row i.
+        temperature: tau > 0.
+    Returns:
+        scalar tensor.
+    """
+    _check_embeddings("nt_xent", z1=z1, z2=z2)
+    _check_same_shape("nt_xent", z1=z1, z2=z2)
+    _check_temperature("nt_xent", temperature)
+    n = z1.shape[0]
+    if n < 2:
+        raise ValueError(f"nt_xent: needs at least 2 images so that there are negatives, got {n}")
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))  # an anchor is never its own negative
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """InfoNCE against a set of negatives, as MoCo uses it (He et al. 2020, eq. 1).
+
+    All vectors are L2-normalized. For query q with its positive key k+ and
+    the K negatives k_1..k_K (MoCo's queue)::
+
+        L_q = - log( exp(q . k+ / tau) / (exp(q . k+ / tau) + sum_k exp(q . k_k / tau)) )
+
+    which is a (K + 1)-way cross-entropy with the positive at index 0, averaged
+    over the N queries (van den Oord et al. 2018 call this the InfoNCE loss;
+    it bounds the mutual information: I >= log(K + 1) - L). Computed in
+    float32.
+
+    Args:
+        query: (N, D).
+        positive: (N, D), row i the positive key of query i.
+        negatives: (K, D), shared by all queries.
+        temperature: tau > 0.
+    Returns:
+        scalar tensor.
+    """
+    _check_embeddings("info_nce", query=query, positive=positive, negatives=negatives)
+    _check_same_shape("info_nce", query=query, positive=positive)
+    _check_temperature("info_nce", temperature)
+    if negatives.shape[1] != query.shape[1]:
+        raise ValueError(f"info_nce: negatives must have D={query.shape[1]} columns like the queries, got shape {tuple(negatives.shape)}")
+    q = F.normalize(query.float(), dim=1)
+    k_pos = F.normalize(positive.float(), dim=1)
+    k_neg = F.normalize(negatives.float(), dim=1)
+    logits = torch.cat([(q * k_pos).sum(dim=1, keepdim=True), q @ k_neg.T], dim=1) / temperature
+    targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, targets)
