@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from .augment import ContrastiveViews
 from .data import ImageDataset
 from .methods import (
     Colorization,
@@ -20,14 +21,16 @@ from .methods import (
     DeepCluster,
     DenoisingAutoencoder,
     Jigsaw,
+    MoCo,
     RelativePosition,
     RotationPrediction,
+    SimCLR,
     SplitBrain,
     SSLMethod,
     SuperResolution,
 )
 
-__all__ = ["Recipe", "default_recipe", "build_method", "METHODS"]
+__all__ = ["Recipe", "default_recipe", "build_method", "contrastive_views", "METHODS"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,32 @@ _RECIPES: dict[str, tuple[Recipe, Recipe]] = {
                probe_data="digits", probe_size=32, probe_depth=3),
         Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
     ),
+    # Contrastive: measured on digits (45 s, one thread, 2-core CPU under load): batches of 128 at
+    # lr 3e-3 took SimCLR from 86.2% (random init) to 94.1% linear at 10% labels, MoCo to 93.1%.
+    "simclr": (
+        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
+        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=512, lr=1e-3, epochs=30),
+    ),
+    "moco": (
+        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
+        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
+    ),
 }
+
+#: Sources whose images change meaning when mirrored (a flipped 2 is no digit).
+_NO_FLIP = {"digits", "mnist", "svhn"}
+
+
+def contrastive_views(train: ImageDataset) -> ContrastiveViews:
+    """The two-view augmentation for ``train``: SimCLR's, without flips on digits and with
+    crops of at least 30% of the image on images of 16 pixels or fewer (smaller crops miss the digit)."""
+    size = train.image_shape[-1]
+    return ContrastiveViews(
+        size,
+        flip_p=0.0 if train.name in _NO_FLIP else 0.5,
+        crop_scale=(0.3, 1.0) if size <= 16 else (0.2, 1.0),
+    )
+
 
 #: What each CLI name builds: name -> function(train, widths) -> method, where ``train`` is the
 #: pretraining ImageDataset (its channels set the encoder's; DeepCluster keeps its images).
@@ -130,6 +158,12 @@ METHODS: dict[str, Callable[[ImageDataset, tuple[int, int]], SSLMethod]] = {
         in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1]
     ),
     "jigsaw": lambda train, widths: Jigsaw(in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1]),
+    "simclr": lambda train, widths: SimCLR(
+        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train)
+    ),
+    "moco": lambda train, widths: MoCo(
+        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train)
+    ),
 }
 
 

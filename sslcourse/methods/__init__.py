@@ -8,6 +8,7 @@ family              methods
 ``colorization``    :class:`Colorization`, :class:`SplitBrain` (one view from another)
 ``pretext``         :class:`RotationPrediction`, :class:`RelativePosition`, :class:`Jigsaw`
 ``clustering``      :class:`DeepCluster`
+``contrastive``     :class:`SimCLR`, :class:`MoCo`
 ==================  ==========================================================================
 
 Every method is an ``nn.Module`` with an ``encoder`` attribute and
@@ -18,6 +19,7 @@ from .autoencoding import ContextEncoder, DenoisingAutoencoder, SuperResolution
 from .base import SSLMethod
 from .clustering import DeepCluster
 from .colorization import Colorization, SplitBrain
+from .contrastive import MoCo, SimCLR
 from .pretext import Jigsaw, RelativePosition, RotationPrediction
 
 __all__ = [
@@ -31,4 +33,6 @@ __all__ = [
     "RelativePosition",
     "Jigsaw",
     "DeepCluster",
+    "SimCLR",
+    "MoCo",
 ]
