@@ -20,6 +20,7 @@ from .methods import (
     ContextEncoder,
     DeepCluster,
     DenoisingAutoencoder,
+    CPC,
     Jigsaw,
     MoCo,
     RelativePosition,
@@ -120,6 +121,12 @@ _RECIPES: dict[str, tuple[Recipe, Recipe]] = {
         Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
         Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
     ),
+    # CPC cuts 8-pixel patches every 4 pixels: 24-pixel digits give a 5 x 5 grid (measured, 40 s,
+    # one thread, under load: 93.1% linear at 10% against 91.4% at random init, 91.0% raw pixels)
+    "cpc": (
+        Recipe(data="digits", size=24, widths=(32, 64), batch_size=64, lr=2e-3, budget=60),
+        Recipe(data="cifar10", size=None, widths=(32, 64), batch_size=128, lr=1e-3, epochs=30),
+    ),
 }
 
 #: Sources whose images change meaning when mirrored (a flipped 2 is no digit).
@@ -158,6 +165,8 @@ METHODS: dict[str, Callable[[ImageDataset, tuple[int, int]], SSLMethod]] = {
         in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1]
     ),
     "jigsaw": lambda train, widths: Jigsaw(in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1]),
+    # widths[0] is the patch encoder's width; CPC's encoder is its own (a grid of patch vectors)
+    "cpc": lambda train, widths: CPC(in_channels=train.image_shape[0], image_size=train.image_shape[-1], width=widths[0]),
     "simclr": lambda train, widths: SimCLR(
         in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train)
     ),

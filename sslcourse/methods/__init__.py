@@ -8,6 +8,7 @@ family              methods
 ``colorization``    :class:`Colorization`, :class:`SplitBrain` (one view from another)
 ``pretext``         :class:`RotationPrediction`, :class:`RelativePosition`, :class:`Jigsaw`
 ``clustering``      :class:`DeepCluster`
+``cpc``             :class:`CPC`
 ``contrastive``     :class:`SimCLR`, :class:`MoCo`
 ==================  ==========================================================================
 
@@ -20,6 +21,7 @@ from .base import SSLMethod
 from .clustering import DeepCluster
 from .colorization import Colorization, SplitBrain
 from .contrastive import MoCo, SimCLR
+from .cpc import CPC
 from .pretext import Jigsaw, RelativePosition, RotationPrediction
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "RelativePosition",
     "Jigsaw",
     "DeepCluster",
+    "CPC",
     "SimCLR",
     "MoCo",
 ]
