@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..augment import _check_batch, random_translate
 from .base import SSLMethod
+from .pretext import _check_image_size
 
 __all__ = ["overlapping_patches", "PatchEncoder", "RowContext", "CPC"]
 
@@ -168,9 +169,7 @@ class CPC(SSLMethod):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_batch(x, "CPC.training_step")
-        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"CPC was built for {self.image_size} x {self.image_size} images; got {tuple(x.shape[-2:])}")
+        _check_image_size(self, x)
         if self.max_shift:
             x = random_translate(x, self.max_shift)
         z = self.encoder(x)  # (B, D, G, G)
@@ -178,15 +177,15 @@ class CPC(SSLMethod):
         b, d, g, _ = z.shape
         candidates = z.permute(0, 2, 3, 1).reshape(b * g * g, d).float()  # every patch of the batch
         index = torch.arange(b * g * g, device=z.device).view(b, g, g)
-        total, correct, count = 0.0, 0.0, 0
+        total, correct, count = 0.0, 0, 0
         for k, predictor in enumerate(self.predictors, start=1):
             pred = predictor(c[:, :, : g - k]).permute(0, 2, 3, 1).reshape(-1, d).float()  # rows 0..g-k-1
             target = index[:, k:].reshape(-1)  # the patch k rows below
             logits = pred @ candidates.T
             total = total + F.cross_entropy(logits, target, reduction="sum")
-            correct += float((logits.detach().argmax(1) == target).sum())
+            correct = correct + (logits.detach().argmax(1) == target).sum()  # a tensor: no device sync per step
             count += target.numel()
-        return {"loss": total / count, "accuracy": torch.tensor(correct / count)}
+        return {"loss": total / count, "accuracy": correct.float() / count}
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, grid={self.grid_size}x{self.grid_size}, steps={self.steps}"
