@@ -8,8 +8,8 @@ batched and differentiable where it can be, on any device:
   L in [0, 100] and a, b roughly in [-110, 110]; the same formulas as
   scikit-image's ``rgb2lab`` / ``lab2rgb`` (tests compare the two).
 - :func:`ab_gamut_bins`: the centres of the ab grid cells that hold colours a
-  screen can show (the paper's Q = 313 bins of size 10 come from ImageNet; the
-  count here comes from the sRGB gamut itself).
+  screen can show (the paper keeps the Q = 313 in-gamut bins of a grid of
+  size 10; the count here comes from this module's own sRGB gamut test).
 - :func:`soft_encode_ab`, :func:`rebalancing_weights`, :func:`annealed_mean`:
   the paper's classification targets, class rebalancing and decoding.
 """
