@@ -17,6 +17,9 @@ __all__ = [
     "adversarial_discriminator_loss",
     "nt_xent",
     "info_nce",
+    "byol_loss",
+    "dino_loss",
+    "masked_mse",
 ]
 
 
@@ -251,3 +254,99 @@ def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tenso
     logits = torch.cat([(q * k_pos).sum(dim=1, keepdim=True), q @ k_neg.T], dim=1) / temperature
     targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, targets)
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's regression loss (Grill et al. 2020, eq. 2): the mean over the batch of::
+
+        l_i = || p_i / ||p_i|| - z_i / ||z_i|| ||^2  =  2 - 2 cos(p_i, z_i)
+
+    with p the online network's prediction and z the target network's
+    projection of the other view. The target is a target: no gradient flows
+    into z (the stop-gradient of the paper is applied here, so a caller cannot
+    forget it). BYOL symmetrizes by adding the loss with the views swapped.
+    Computed in float32; 0 when p and z point the same way, 4 when opposite.
+
+    Args:
+        p: (N, D) predictions of the online network.
+        z: (N, D) projections of the target network.
+    Returns:
+        scalar tensor.
+    """
+    _check_embeddings("byol_loss", p=p, z=z)
+    _check_same_shape("byol_loss", p=p, z=z)
+    cosine = F.cosine_similarity(p.float(), z.detach().float(), dim=1, eps=1e-8)
+    return (2.0 - 2.0 * cosine).mean()
+
+
+def dino_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    center: torch.Tensor,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.04,
+) -> torch.Tensor:
+    """DINO's cross-entropy between a sharpened, centered teacher and the student (Caron et al. 2021, eq. 1-2).
+
+    For K output dimensions, the teacher's distribution is centered (the
+    running mean ``center`` of its logits is subtracted) and sharpened (a low
+    temperature), and gets no gradient; the student's uses its own temperature::
+
+        P_t = softmax((t - c) / tau_t),   P_s = softmax(s / tau_s)
+        L   = mean over the batch of  - sum_k P_t[k] log P_s[k]
+
+    Centering alone would push every output toward the uniform distribution;
+    sharpening alone toward one dimension for every image; the two together
+    avoid both collapses. Multi-crop pairs (each teacher crop against every
+    other student crop) are the method's business: call this once per pair.
+
+    Args:
+        student_logits: (N, K).
+        teacher_logits: (N, K), from the teacher on another view of the same images.
+        center: (K,) or (1, K), the teacher's running center.
+        student_temp, teacher_temp: tau_s > 0 and tau_t > 0.
+    Returns:
+        scalar tensor.
+    """
+    _check_embeddings("dino_loss", student_logits=student_logits, teacher_logits=teacher_logits)
+    _check_same_shape("dino_loss", student_logits=student_logits, teacher_logits=teacher_logits)
+    _check_temperature("dino_loss (student_temp)", student_temp)
+    _check_temperature("dino_loss (teacher_temp)", teacher_temp)
+    k = student_logits.shape[1]
+    if center.numel() != k or center.dim() > 2:
+        raise ValueError(f"dino_loss: center must have shape ({k},) or (1, {k}) like the logits' K={k}, got {tuple(center.shape)}")
+    teacher = F.softmax((teacher_logits.detach().float() - center.detach().float().reshape(1, k)) / teacher_temp, dim=1)
+    student = F.log_softmax(student_logits.float() / student_temp, dim=1)
+    return -(teacher * student).sum(dim=1).mean()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MAE's reconstruction loss on the masked patches only (He et al. 2021, section 3).
+
+    With pred and target (B, L, D) patch vectors and mask (B, L), 1 where the
+    patch was removed from the encoder's input::
+
+        L = sum_{b,l} mask_bl * mean_d (pred_bld - target_bld)^2  /  sum_{b,l} mask_bl
+
+    Visible patches do not count: reconstructing what the encoder saw is easy
+    and teaches little. Normalized-pixel targets (each patch's pixels minus
+    their mean, over their standard deviation) are prepared by the caller.
+
+    Args:
+        pred: (B, L, D) reconstructed patches.
+        target: (B, L, D) true patches.
+        mask: (B, L), 1 = masked (counted), 0 = visible (ignored); as returned
+            by ``sslcourse.patches.random_masking``. At least one patch must be masked.
+    Returns:
+        scalar tensor.
+    """
+    _check_same_shape("masked_mse", pred=pred, target=target)
+    if pred.dim() != 3:
+        raise ValueError(f"masked_mse: pred and target must be (B, L, D) patches, got shape {tuple(pred.shape)}")
+    if tuple(mask.shape) != tuple(pred.shape[:2]):
+        raise ValueError(f"masked_mse: mask must be (B, L) = {tuple(pred.shape[:2])}, got {tuple(mask.shape)}")
+    # No check of the mask's values here: it would cost a device synchronisation every step on a GPU.
+    # A mask with no 1 gives 0 / 0 = NaN, which `fit` stops on with an error naming the step.
+    mask = mask.float()
+    per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)  # (B, L)
+    return (per_patch * mask).sum() / mask.sum()
