@@ -19,6 +19,9 @@ __all__ = [
     "resnet18_cifar",
     "MLPHead",
     "momentum_update",
+    "sincos_position_embedding",
+    "TransformerBlock",
+    "VisionTransformer",
 ]
 
 
@@ -183,3 +186,134 @@ def momentum_update(target: nn.Module | Iterable[torch.Tensor], online: nn.Modul
     if len(t) != len(o):
         raise ValueError(f"momentum_update: target has {len(t)} tensors, online has {len(o)}")
     torch._foreach_lerp_(t, o, 1.0 - m)
+
+
+# ----------------------------------------------------------------- a small Vision Transformer
+def sincos_position_embedding(dim: int, grid: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings for a grid x grid of patches (as in MAE).
+
+    Half of the ``dim`` channels encode the row, half the column, each with
+    sines and cosines of geometrically spaced frequencies (Vaswani et al. 2017).
+
+    Returns:
+        (grid * grid, dim), patch ``l = i * grid + j`` at row i, column j.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos_position_embedding: dim must be divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:  # (L,) -> (L, dim/2)
+        angles = pos.reshape(-1, 1) * omega.reshape(1, -1)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
+class TransformerBlock(nn.Module):
+    """A pre-norm Transformer block: x + MSA(LN(x)), then x + MLP(LN(x)). (B, L, D) -> (B, L, D).
+
+    Attention is PyTorch's ``nn.MultiheadAttention`` (its fused scaled-dot-product
+    kernels when no weights are asked for); the MLP is Linear-GELU-Linear.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"TransformerBlock: dim {dim} must be divisible by heads {heads}")
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights of this block for input x (B, L, D): (B, heads, L, L), rows sum to 1."""
+        h = self.norm1(x)
+        return self.attn(h, h, h, need_weights=True, average_attn_weights=False)[1]
+
+
+class VisionTransformer(nn.Module):
+    """A small Vision Transformer (Dosovitskiy et al. 2021) whose token sequence the methods can reach.
+
+    Images (B, C, H, W) are cut into p x p patches, each embedded linearly (a
+    convolution with stride p); fixed sine-cosine position embeddings are added;
+    a learned class token is put in front; pre-norm blocks and a final layer
+    norm follow. ``forward`` returns the class token's output, (B, dim).
+
+    The pieces MAE needs: ``embed_patches(images)`` -> (B, L, dim) with positions,
+    then any subset of those tokens through ``encode_tokens(tokens)`` ->
+    (B, 1 + L', dim) with the class token first.
+
+    Sizes: on 16 x 16 digits, patch 4 gives L = 16 tokens; the defaults (dim 96,
+    depth 4, 4 heads) have about 0.3 M parameters and train on a CPU.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 16,
+        patch_size: int = 4,
+        in_channels: int = 1,
+        dim: int = 96,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"VisionTransformer: image_size {image_size} must be divisible by patch_size {patch_size}")
+        self.image_size, self.patch_size, self.in_channels = image_size, patch_size, in_channels
+        self.grid = image_size // patch_size
+        self.num_patches = self.grid**2
+        self.dim = dim
+        self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.register_buffer("pos_embed", sincos_position_embedding(dim, self.grid).unsqueeze(0), persistent=False)  # (1, L, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw what the layers' own ``reset_parameters`` do not cover: the class token and the
+        attention projections. (:func:`sslcourse.evaluate.random_init_like` calls it, then the layers'.)"""
+        nn.init.normal_(self.cls_token, std=0.02)
+        for block in self.blocks:
+            block.attn._reset_parameters()
+
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, L, dim): patch embeddings plus their positions, row by row."""
+        if images.dim() != 4 or tuple(images.shape[1:]) != (self.in_channels, self.image_size, self.image_size):
+            raise ValueError(
+                f"VisionTransformer expects images (B, {self.in_channels}, {self.image_size}, {self.image_size}), got {tuple(images.shape)}"
+            )
+        tokens = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, L, dim)
+        return tokens + self.pos_embed
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L', dim) patch tokens (with positions) -> (B, 1 + L', dim), the class token first."""
+        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, dim), the class token's output."""
+        return self.encode_tokens(self.embed_patches(images))[:, 0]
+
+    @torch.no_grad()
+    def class_attention(self, images: torch.Tensor) -> torch.Tensor:
+        """The last block's attention of the class token to each patch: (B, heads, grid, grid).
+
+        The maps DINO shows (Caron et al. 2021, figure 1); each head's map sums to at
+        most 1 (the class token's attention to itself is left out).
+        """
+        x = torch.cat([self.cls_token.expand(images.shape[0], -1, -1), self.embed_patches(images)], dim=1)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        weights = self.blocks[-1].attention(x)  # (B, heads, 1 + L, 1 + L)
+        return weights[:, :, 0, 1:].reshape(images.shape[0], -1, self.grid, self.grid)
