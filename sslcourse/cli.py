@@ -24,7 +24,7 @@ from .recipes import build_method, default_recipe
 from .runtime import describe_runtime, get_device, seed_everything
 from .train import fit
 
-PRETRAINABLE = ["dae", "context", "colorization", "splitbrain", "superres", "rotation", "relpos", "jigsaw", "deepcluster", "cpc", "simclr", "moco"]
+PRETRAINABLE = ["dae", "context", "colorization", "splitbrain", "superres", "rotation", "relpos", "jigsaw", "deepcluster", "cpc", "simclr", "moco", "byol", "dino", "mae"]
 #: For each method, the other pretrained rows it is compared with, besides random init and raw pixels.
 COMPARED_WITH = {"dae": ["ae"]}
 

@@ -16,6 +16,9 @@ import torch
 from .augment import ContrastiveViews
 from .data import ImageDataset
 from .methods import (
+    BYOL,
+    DINO,
+    MAE,
     Colorization,
     ContextEncoder,
     DeepCluster,
@@ -127,6 +130,20 @@ _RECIPES: dict[str, tuple[Recipe, Recipe]] = {
         Recipe(data="digits", size=24, widths=(32, 64), batch_size=64, lr=2e-3, budget=60),
         Recipe(data="cifar10", size=None, widths=(32, 64), batch_size=128, lr=1e-3, epochs=30),
     ),
+    # Self-distillation and masked modeling: first settings, to be tuned on this CPU.
+    "byol": (
+        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
+        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
+    ),
+    "dino": (
+        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
+        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
+    ),
+    # MAE's encoder is a Vision Transformer (widths unused): 16-pixel digits in 4 x 4 patches
+    "mae": (
+        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=1e-3, budget=60),
+        Recipe(data="cifar10", size=None, widths=(32, 64), batch_size=256, lr=1.5e-4, epochs=30)  # the paper's base rate at batch 256,
+    ),
 }
 
 #: Sources whose images change meaning when mirrored (a flipped 2 is no digit).
@@ -172,6 +189,16 @@ METHODS: dict[str, Callable[[ImageDataset, tuple[int, int]], SSLMethod]] = {
     ),
     "moco": lambda train, widths: MoCo(
         in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train)
+    ),
+    "byol": lambda train, widths: BYOL(
+        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train)
+    ),
+    "dino": lambda train, widths: DINO(
+        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train),
+        local_scale=(0.1, 0.4) if train.image_shape[-1] <= 16 else (0.05, 0.4),
+    ),
+    "mae": lambda train, widths: MAE(
+        in_channels=train.image_shape[0], image_size=train.image_shape[-1], patch_size=4
     ),
 }
 

@@ -10,6 +10,8 @@ family              methods
 ``clustering``      :class:`DeepCluster`
 ``cpc``             :class:`CPC`
 ``contrastive``     :class:`SimCLR`, :class:`MoCo`
+``distillation``    :class:`BYOL`, :class:`DINO` (no negatives: a student and a momentum teacher)
+``masked``          :class:`MAE` (masked image modeling on a Vision Transformer)
 ==================  ==========================================================================
 
 Every method is an ``nn.Module`` with an ``encoder`` attribute and
@@ -22,6 +24,8 @@ from .clustering import DeepCluster
 from .colorization import Colorization, SplitBrain
 from .contrastive import MoCo, SimCLR
 from .cpc import CPC
+from .distillation import BYOL, DINO
+from .masked import MAE
 from .pretext import Jigsaw, RelativePosition, RotationPrediction
 
 __all__ = [
@@ -38,4 +42,7 @@ __all__ = [
     "CPC",
     "SimCLR",
     "MoCo",
+    "BYOL",
+    "DINO",
+    "MAE",
 ]
