@@ -130,7 +130,7 @@ _RECIPES: dict[str, tuple[Recipe, Recipe]] = {
         Recipe(data="digits", size=24, widths=(32, 64), batch_size=64, lr=2e-3, budget=60),
         Recipe(data="cifar10", size=None, widths=(32, 64), batch_size=128, lr=1e-3, epochs=30),
     ),
-    # Self-distillation and masked modeling: first settings, to be tuned on this CPU.
+    # Self-distillation and masked modeling: BYOL's momentum is tuned (see METHODS); DINO's and MAE's settings are first guesses.
     "byol": (
         Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
         Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
@@ -190,8 +190,11 @@ METHODS: dict[str, Callable[[ImageDataset, tuple[int, int]], SSLMethod]] = {
     "moco": lambda train, widths: MoCo(
         in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train)
     ),
+    # BYOL's target at momentum 0.9: measured on digits (400 steps, one thread) 93.9% linear at 10% labels,
+    # against 84.4% at 0.99 (too slow a target for a short run) and 82.4% at 0.96 rising to 1 by cosine
     "byol": lambda train, widths: BYOL(
-        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train)
+        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train),
+        momentum=0.9,
     ),
     "dino": lambda train, widths: DINO(
         in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train),
