@@ -75,6 +75,24 @@ WRONG_SUBMISSIONS = {
         # the visible checks (geometry, labels, shifts within [-jitter, jitter]) hold for a shared shift too.
         fails=("test_relative_position_pairs",),
     ),
+    "lab04_cpc": Mistake(
+        what="cpc_info_nce takes the negatives from the prediction's own image only (one softmax per image, not over the batch)",
+        cell="cpc_info_nce",
+        old="logits = queries @ candidates.T  # (Q, N): every prediction against every patch of the batch\n"
+        "    return F.cross_entropy(logits, targets)",
+        new="logits = torch.bmm(queries.view(b, -1, d), candidates.view(b, -1, d).transpose(1, 2))  # each image on its own\n"
+        "    return F.cross_entropy(logits.flatten(0, 1), index[0, k:].reshape(-1).repeat(b))",
+        # the visible checks use one image, where the image is the whole batch; the hidden ones use batches.
+        fails=("test_cpc_info_nce",),
+    ),
+    "lab05_simclr_moco": Mistake(
+        what="nt_xent leaves each embedding's similarity with itself in the denominator (no mask on the diagonal)",
+        cell="nt_xent",
+        old='logits = logits.masked_fill(self_mask, float("-inf"))  # an anchor is not its own negative',
+        new="logits = logits  # the diagonal (each anchor with itself) stays in the softmax",
+        # the visible checks are properties (symmetry, scale and order invariance, vectorization) that hold without the mask too.
+        fails=("test_nt_xent",),
+    ),
 }
 
 STUDENTS = ("correct", "untouched", "wrong")
