@@ -11,27 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import replace
 
 import torch
 
 from . import __version__
-from .data import DatasetNotAvailableError, load_dataset
-from .evaluate import compare_representations, random_init_like
+from .data import DatasetNotAvailableError
 from .plots import format_accuracy_table
-from .recipes import build_method, default_recipe
-from .runtime import describe_runtime, get_device, seed_everything
-from .train import fit
+from .recipes import default_recipe, pretrain_and_probe
+from .runtime import describe_runtime, get_device
 
 PRETRAINABLE = ["dae", "context", "colorization", "splitbrain", "superres", "rotation", "relpos", "jigsaw", "deepcluster", "cpc", "simclr", "moco", "byol", "dino", "mae"]
 #: For each method, the other pretrained rows it is compared with, besides random init and raw pixels.
 COMPARED_WITH = {"dae": ["ae"]}
-
-
-def _probed(encoder, depth: int | None):
-    """The part of ``encoder`` that is probed: its first ``depth`` layers, or all of it."""
-    return encoder if depth is None else encoder.truncated(depth)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,43 +76,12 @@ def pretrain(args: argparse.Namespace) -> dict:
         recipe = replace(recipe, size=None)  # another dataset keeps its native size
     if args.data is not None:
         recipe = replace(recipe, probe_data=None, probe_size=None)  # pretrain and probe on the data asked for
-    train = load_dataset(recipe.data, "train", size=recipe.size)
-    probe_name, probe_size = recipe.probe_dataset
-    probe_train = load_dataset(probe_name, "train", size=probe_size)
-    probe_test = load_dataset(probe_name, "test", size=probe_size)
-
-    encoders = {}
-    seconds = {}
-    for name in [args.method, *COMPARED_WITH.get(args.method, [])]:
-        seed_everything(args.seed)
-        method = build_method(name, train, recipe.widths)
-        start = time.perf_counter()
-        fit(
-            method,
-            train,
-            budget=recipe.budget,
-            epochs=recipe.epochs,
-            batch_size=recipe.batch_size,
-            lr=recipe.lr,
-            device=device,
-            seed=args.seed,
-            progress=not (args.quiet or args.json),
-        )
-        seconds[name] = time.perf_counter() - start
-        encoders[name] = _probed(method.encoder, recipe.probe_depth)
-        if name == args.method:
-            encoders["random_init"] = _probed(random_init_like(method.encoder, seed=args.seed), recipe.probe_depth)
-    encoders["raw_pixels"] = None
-    rows = compare_representations(encoders, probe_train, probe_test, fractions=(0.01, 0.1, 1.0), device=device)
-    return {
-        "method": args.method,
-        "data": recipe.data,
-        "pretrain_seconds": round(seconds[args.method], 2),
-        "runtime": describe_runtime(device),
-        "probe_data": probe_name,
-        "probe_layer": recipe.probe_depth if recipe.probe_depth is not None else "all",
-        "rows": rows,
-    }
+    result = pretrain_and_probe(
+        args.method, recipe, device=device, seed=args.seed, compared_with=COMPARED_WITH.get(args.method, ()),
+        progress=not (args.quiet or args.json),
+    )
+    del result["model"]
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

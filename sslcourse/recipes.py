@@ -8,13 +8,17 @@ the chapters read them, so the same command is fast in CI and useful on Colab.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from .augment import ContrastiveViews
-from .data import ImageDataset
+from .data import ImageDataset, load_dataset
+from .evaluate import compare_representations, random_init_like
+from .runtime import describe_runtime, get_device, seed_everything
+from .train import fit
 from .methods import (
     BYOL,
     DINO,
@@ -34,7 +38,7 @@ from .methods import (
     SuperResolution,
 )
 
-__all__ = ["Recipe", "default_recipe", "build_method", "contrastive_views", "METHODS"]
+__all__ = ["Recipe", "default_recipe", "build_method", "contrastive_views", "pretrain_and_probe", "METHODS"]
 
 
 @dataclass(frozen=True)
@@ -223,3 +227,79 @@ def build_method(name: str, train: ImageDataset, widths: tuple[int, int]) -> SSL
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
     return METHODS[name](train, widths)
+
+
+def probed_encoder(encoder: torch.nn.Module, depth: int | None) -> torch.nn.Module:
+    """The part of ``encoder`` that is probed: its first ``depth`` layers (``encoder.truncated(depth)``), or all of it."""
+    return encoder if depth is None else encoder.truncated(depth)
+
+
+BASELINES = ("random_init", "raw_pixels")
+
+
+def pretrain_and_probe(
+    name: str,
+    recipe: Recipe | None = None,
+    *,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    compared_with: Sequence[str] = (),
+    baselines: Sequence[str] = BASELINES,
+    fractions: Sequence[float] = (0.01, 0.1, 1.0),
+    probes: Sequence[str] = ("linear", "knn"),
+    repeats: int = 3,
+    progress: bool = False,
+) -> dict:
+    """Pretrain method ``name`` by its ``recipe``, then probe it beside its baselines: what
+    ``sslcourse pretrain NAME`` does and prints.
+
+    ``recipe`` defaults to :func:`default_recipe` for ``device``. Each row of
+    ``compared_with`` (other method names, e.g. ``("ae",)`` beside ``"dae"``) is
+    pretrained the same way. ``baselines`` are some of ``"random_init"`` (the
+    method's encoder at random initialisation, probed at the same layer) and
+    ``"raw_pixels"``. Returns ``{"method", "data", "pretrain_seconds", "pretrain_steps",
+    "runtime", "probe_data", "probe_layer", "rows"}`` where ``rows`` is
+    :func:`~sslcourse.evaluate.compare_representations`' result, and also the
+    trained ``"model"`` (not JSON: the CLI drops it).
+    """
+    unknown = set(baselines) - set(BASELINES)
+    if unknown:
+        raise ValueError(f"unknown baselines {sorted(unknown)}; expected some of {list(BASELINES)}")
+    device = get_device(device)
+    recipe = recipe if recipe is not None else default_recipe(name, device)
+    train = load_dataset(recipe.data, "train", size=recipe.size)
+    probe_name, probe_size = recipe.probe_dataset
+    probe_train = load_dataset(probe_name, "train", size=probe_size)
+    probe_test = load_dataset(probe_name, "test", size=probe_size)
+
+    encoders: dict = {}
+    seconds: dict[str, float] = {}
+    steps: dict[str, int] = {}
+    model = None
+    for row in [name, *compared_with]:
+        seed_everything(seed)
+        method = build_method(row, train, recipe.widths)
+        start = time.perf_counter()
+        history = fit(method, train, budget=recipe.budget, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                      device=device, seed=seed, progress=progress)
+        seconds[row] = time.perf_counter() - start
+        steps[row] = len(history)
+        encoders[row] = probed_encoder(method.encoder, recipe.probe_depth)
+        if row == name:
+            model = method
+            if "random_init" in baselines:
+                encoders["random_init"] = probed_encoder(random_init_like(method.encoder, seed=seed), recipe.probe_depth)
+    if "raw_pixels" in baselines:
+        encoders["raw_pixels"] = None
+    rows = compare_representations(encoders, probe_train, probe_test, fractions=fractions, probes=probes, repeats=repeats, device=device)
+    return {
+        "method": name,
+        "data": recipe.data,
+        "pretrain_seconds": round(seconds[name], 2),
+        "pretrain_steps": steps[name],
+        "runtime": describe_runtime(device),
+        "probe_data": probe_name,
+        "probe_layer": recipe.probe_depth if recipe.probe_depth is not None else "all",
+        "rows": rows,
+        "model": model,
+    }

@@ -113,3 +113,19 @@ def test_every_cli_method_has_a_recipe_and_builds():
             assert hasattr(method, "encoder") and callable(method.training_step)
             out = method.training_step((train.floats()[:8], train.labels[:8]))
             assert torch.isfinite(out["loss"]), f"{built}: loss {out['loss']}"
+
+
+def test_pretrain_and_probe_rows_baselines_and_model():
+    from sslcourse.methods import DenoisingAutoencoder
+    from sslcourse.recipes import default_recipe, pretrain_and_probe
+
+    result = pretrain_and_probe(
+        "dae", default_recipe("dae", "cpu", budget=1), device="cpu", baselines=("random_init",),
+        fractions=(0.1,), probes=("linear",), repeats=1,
+    )
+    assert set(result["rows"]) == {"dae", "random_init"}
+    assert set(result["rows"]["dae"]) == {"linear"} and set(result["rows"]["dae"]["linear"]) == {"0.1"}
+    assert 0.0 <= result["rows"]["dae"]["linear"]["0.1"] <= 1.0
+    assert isinstance(result["model"], DenoisingAutoencoder)
+    with pytest.raises(ValueError, match="unknown baselines"):
+        pretrain_and_probe("dae", baselines=("imagenet",))
