@@ -96,6 +96,37 @@ def random_init_like(encoder: nn.Module, seed: int = 0) -> nn.Module:
     return fresh
 
 
+@torch.no_grad()
+def recalibrate_batch_norm(
+    encoder: nn.Module, images: ImageDataset | torch.Tensor, *, batch_size: int = 256, device: str | torch.device | None = None
+) -> nn.Module:
+    """A copy of ``encoder`` whose batch-norm running statistics are re-estimated on ``images``.
+
+    Nothing else changes: no parameter is trained. A freshly initialised
+    network's batch norms hold mean 0 and variance 1, so in eval mode they do
+    not normalise at all, while a network trained for even a few steps has
+    statistics of real images. Probing ``recalibrate_batch_norm(random_init_like(e), train)``
+    separates what training taught from what the statistics alone give.
+    Each batch-norm layer gets the plain average over all batches (momentum None).
+    Raises ValueError if ``encoder`` has no batch-norm layer.
+    """
+    fresh = copy.deepcopy(encoder)
+    norms = [m for m in fresh.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError(f"recalibrate_batch_norm: {type(encoder).__name__} has no batch-norm layer")
+    device = get_device(device)
+    x = _as_float_images(images)
+    param = next(fresh.parameters(), None)
+    home = param.device if param is not None else torch.device("cpu")
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    fresh.train().to(device)
+    for i in range(0, len(x), batch_size):
+        fresh(x[i : i + batch_size].to(device))
+    return fresh.eval().to(home)
+
+
 def stratified_subset(labels: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
     """Indices of about ``fraction`` of the samples, the same fraction of every
     class and at least one per class. (N,) labels -> (M,) int64 indices, sorted."""

@@ -134,13 +134,15 @@ _RECIPES: dict[str, tuple[Recipe, Recipe]] = {
         Recipe(data="digits", size=24, widths=(32, 64), batch_size=64, lr=2e-3, budget=60),
         Recipe(data="cifar10", size=None, widths=(32, 64), batch_size=128, lr=1e-3, epochs=30),
     ),
-    # Self-distillation and masked modeling: BYOL's momentum is tuned (see METHODS); DINO's and MAE's settings are first guesses.
+    # Self-distillation and masked modeling: BYOL's target momentum and DINO's teacher temperature are tuned on digits (see METHODS).
+    # BYOL in batches of 64: no negatives, so a small batch loses nothing, and twice the steps fit in the budget
+    # (measured: 92.0% linear at 10% labels after 400 steps of 64, in 95 s on one loaded thread)
     "byol": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
+        Recipe(data="digits", size=16, widths=(32, 64), batch_size=64, lr=3e-3, budget=60),
         Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
     ),
     "dino": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
+        Recipe(data="digits", size=16, widths=(32, 64), batch_size=64, lr=1e-3, budget=60),
         Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
     ),
     # MAE's encoder is a Vision Transformer (widths unused): 16-pixel digits in 4 x 4 patches
@@ -200,9 +202,15 @@ METHODS: dict[str, Callable[[ImageDataset, tuple[int, int]], SSLMethod]] = {
         in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train),
         momentum=0.9,
     ),
+    # DINO on digits, measured (150 steps, batches of 128, one thread; linear probe at 10% labels, random init 86.9%):
+    # at the paper's teacher temperature 0.04 the teacher drifted to near-uniform outputs (entropy 5.4 of at most
+    # 5.5 nats) and the probe stayed at 85-87% whatever the learning rate or teacher momentum; a sharper teacher,
+    # 0.02, kept the outputs apart and reached 91.4% at lr 1e-3 (90.3% at 5e-4); with the slower center momentum
+    # 0.99 as well it collapsed onto one output. Two local crops instead of four: half the cost per step. In
+    # batches of 64 (twice the steps for the time), 300 steps reached 93.3%.
     "dino": lambda train, widths: DINO(
         in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train),
-        local_scale=(0.1, 0.4) if train.image_shape[-1] <= 16 else (0.05, 0.4),
+        local_crops=2, local_scale=(0.1, 0.4) if train.image_shape[-1] <= 16 else (0.05, 0.4), teacher_temp=0.02,
     ),
     "mae": lambda train, widths: MAE(
         in_channels=train.image_shape[0], image_size=train.image_shape[-1], patch_size=4

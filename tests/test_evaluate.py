@@ -293,3 +293,25 @@ def test_fine_tune_min_steps_sets_a_floor_on_optimizer_steps(digits):
     for bad in (dict(min_steps=-1), dict(epochs=0), dict(min_steps=2.5)):
         with pytest.raises(ValueError):
             fine_tune(enc, train, test, fraction=0.01, device="cpu", **bad)
+
+
+def test_recalibrate_batch_norm_estimates_statistics_and_trains_nothing():
+    from sslcourse.evaluate import random_init_like, recalibrate_batch_norm
+    from sslcourse.nets import ConvEncoder
+
+    torch.manual_seed(0)
+    images = torch.rand(300, 1, 16, 16) * 0.5 + 0.25
+    encoder = random_init_like(ConvEncoder(1, (8, 16)))
+    calibrated = recalibrate_batch_norm(encoder, images, batch_size=64, device="cpu")
+    first_bn = calibrated.layers[0][1]
+    # the first batch norm sees the first convolution's outputs: its running mean is their mean over all images
+    with torch.no_grad():
+        conv_out = calibrated.layers[0][0](images)
+    torch.testing.assert_close(first_bn.running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
+    assert first_bn.num_batches_tracked.item() == 5  # ceil(300 / 64) batches
+    for (name, p), q in zip(encoder.named_parameters(), calibrated.parameters()):
+        assert torch.equal(p, q), f"{name} changed: recalibration must train nothing"
+    assert not calibrated.training
+    assert torch.equal(encoder.layers[0][1].running_mean, torch.zeros(8)), "the encoder passed in must not change"
+    with pytest.raises(ValueError, match="no batch-norm"):
+        recalibrate_batch_norm(torch.nn.Linear(4, 2), torch.rand(4, 1, 2, 2))
