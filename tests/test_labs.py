@@ -93,6 +93,22 @@ WRONG_SUBMISSIONS = {
         # the visible checks are properties (symmetry, scale and order invariance, vectorization) that hold without the mask too.
         fails=("test_nt_xent",),
     ),
+    "lab06_byol_dino": Mistake(
+        what="dino_loss lets the gradient into the teacher's logits (no stop-gradient on the teacher)",
+        cell="dino_loss",
+        old="teacher_logits.detach().float()",
+        new="teacher_logits.float()",
+        # the values are unchanged, so every visible check (hand-computed cases, the student's gradient) still holds.
+        fails=("test_dino_loss",),
+    ),
+    "lab07_mae": Mistake(
+        what="masked_mse averages the error over all patches instead of the hidden ones",
+        cell="masked_mse",
+        old="return (per_patch * mask).sum() / mask.sum()",
+        new="return per_patch.mean()",
+        # the visible checks (zero error, a uniform error, every patch hidden) give the same value either way.
+        fails=("test_masked_mse",),
+    ),
 }
 
 STUDENTS = ("correct", "untouched", "wrong")
