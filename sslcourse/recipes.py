@@ -207,8 +207,12 @@ METHODS: dict[str, Callable[[ImageDataset, tuple[int, int]], SSLMethod]] = {
         in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train),
         local_crops=2, local_scale=(0.1, 0.4) if train.image_shape[-1] <= 16 else (0.05, 0.4), teacher_temp=0.02,
     ),
+    # MAE on digits first learns only the average digit (a plateau of some 500 steps, measured in the masked
+    # autoencoders chapter); a smaller ViT than the package's default gets past it within the CPU budget (measured,
+    # 60 s on one thread: about 2,000 steps, linear probe at 10% labels 87.5% against 76.6% for the same ViT at
+    # random init; the default ViT got 422 steps under load and stayed at random-init level, 78.6% against 79.4%)
     "mae": lambda train, widths: MAE(
-        in_channels=train.image_shape[0], image_size=train.image_shape[-1], patch_size=4
+        in_channels=train.image_shape[0], image_size=train.image_shape[-1], patch_size=4, dim=64, depth=2, decoder_dim=32
     ),
 }
 
