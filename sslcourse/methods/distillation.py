@@ -32,7 +32,7 @@ __all__ = ["cosine_momentum", "BYOL", "DINOHead", "DINO"]
 
 
 def cosine_momentum(step: int, base: float, final: float = 1.0, total_steps: int | None = None) -> float:
-    """The momentum of BYOL's and DINO's target after ``step`` steps (Grill et al. 2020, section 3.2)::
+    """The momentum of BYOL's and DINO's target after ``step`` steps (Grill et al. 2020, implementation details)::
 
         tau = final - (final - base) * (cos(pi * step / total_steps) + 1) / 2
 
