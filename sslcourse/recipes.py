@@ -38,7 +38,7 @@ from .methods import (
     SuperResolution,
 )
 
-__all__ = ["Recipe", "default_recipe", "build_method", "contrastive_views", "pretrain_and_probe", "METHODS"]
+__all__ = ["Recipe", "default_recipe", "build_method", "contrastive_views", "pretrain_and_probe", "probed_encoder", "METHODS"]
 
 
 @dataclass(frozen=True)
