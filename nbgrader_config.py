@@ -41,9 +41,30 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(grading, "gradebook.db")
 # `nbgrader export` writes the grades table next to the gradebook, not into the working tree.
 c.ExportPlugin.to = os.path.join(grading, "grades.csv")
 
-# A lab trains two small models for about 25 s each: the default 30 s per cell is too short.
+# Autograding: nbgrader's Execute step (the whole notebook in one kernel, with the instructor's rights) is replaced
+# by sslcourse's IsolatedExecute: the student's cells run in a bubblewrap sandbox (no network, no view of the course,
+# memory and time limits), the tests in a separate trusted process that calls the student's functions through
+# proxies. Every other step is nbgrader's own. See sslcourse/grading/ and the book's page for instructors.
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (  # noqa: E402
+    AssignLatePenalties, CheckCellMetadata, ClearHiddenTests, GetGrades, IgnorePattern, LimitOutput, SaveAutoGrades,
+)
+
+from sslcourse.grading.nbgrader_plugin import IsolatedExecute  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [
+    IsolatedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
+]
+c.IsolatedExecute.isolation = "bwrap"      # "none" grades without a sandbox: only for code you trust
+c.IsolatedExecute.test_seconds = 60        # a graded test that runs longer scores 0 (its exercise only)
+c.IsolatedExecute.cell_seconds = 30        # a cell of the student's that runs longer is skipped
+# The Validator (`nbgrader validate`, the tests' check of solutions/ and labs/) still runs whole notebooks in a
+# kernel; a lab trains two small models for about 25 s each, so the default 30 s per cell is too short there.
 c.Execute.timeout = 600
 c.Execute.interrupt_on_timeout = True
+
+# Feedback shows which tests passed, the points, and the failing tests' messages, never the hidden tests' code.
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
 
 # generate_assignment: clear solutions and hidden tests, lock the instructor's cells,
 # and fail loudly on a solution region outside a solution cell.
