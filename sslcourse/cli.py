@@ -4,6 +4,13 @@
     sslcourse pretrain dae --data digits --budget 60   pretrain, then compare with the baselines
     sslcourse pretrain dae --json                      the same result as one JSON object
     sslcourse pretrain colorization                    any method of the course by its name
+
+For instructors, from the course's root (the folder with nbgrader_config.py):
+
+    sslcourse course publish OUT                        write the student edition (no solutions, hidden tests, model answers)
+    sslcourse course leak-check EDITION                 check an edition (and --also a built book) for leaked answers
+    sslcourse course collect EXPORT --lab LAB           file LMS downloads into _grading/submitted/<student>/<lab>/
+    sslcourse course grade LAB --workers 2              autograde a lab's submissions in sandboxes, in parallel, with a report
 """
 
 from __future__ import annotations
@@ -62,7 +69,66 @@ def _parser() -> argparse.ArgumentParser:
     )
     pre.add_argument("--json", action="store_true", help="print the result as one JSON object")
     pre.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    course = sub.add_parser("course", help="for instructors: publish the student edition, collect and grade submissions")
+    course.add_argument("--course", default=None, help="the course's root, holding nbgrader_config.py (default: here or a parent)")
+    steps = course.add_subparsers(dest="step", required=True)
+    publish = steps.add_parser("publish", help="write the student edition into OUT: book, labs, package, no answers")
+    publish.add_argument("out")
+    publish.add_argument("--force", action="store_true", help="write into OUT even if it is not empty")
+    leaks = steps.add_parser("leak-check", help="look for lines of solutions, hidden tests and model answers in an edition")
+    leaks.add_argument("edition")
+    leaks.add_argument("--also", action="append", default=[], help="another folder to scan, e.g. the edition's built book")
+    collect = steps.add_parser("collect", help="file downloaded notebooks (a folder or a .zip from an LMS) into nbgrader's layout")
+    collect.add_argument("source")
+    collect.add_argument("--lab", default=None, help="only this lab (others are reported as the wrong lab)")
+    collect.add_argument("--roster", default=None, help="a text file of student ids, one per line: report who is missing")
+    collect.add_argument("--replace", action="store_true", help="replace a different notebook already filed for a student")
+    collect.add_argument("--dry-run", action="store_true", help="report what would be filed, write nothing")
+    grade = steps.add_parser("grade", help="autograde a lab's submissions, each in a sandbox, in parallel; resumable")
+    grade.add_argument("lab")
+    grade.add_argument("--workers", type=int, default=2, help="submissions graded at once (default 2; about one per core)")
+    grade.add_argument("--isolation", choices=["bwrap", "none"], default=None,
+                       help="bwrap (default, from nbgrader_config.py): a bubblewrap sandbox per submission; none: trusted code only")
+    grade.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def course_command(args: argparse.Namespace) -> int:
+    """``sslcourse course ...``: every failure is one line on stderr and exit code 1, never a traceback."""
+    from .grading.grade import find_course_root
+
+    try:
+        root = find_course_root(args.course)
+        if args.step == "publish":
+            from .grading.publish import publish
+
+            print(publish(root, args.out, force=args.force))
+        elif args.step == "leak-check":
+            from .grading.publish import format_leaks, leak_check
+
+            found = leak_check(root, args.edition, extra_paths=args.also)
+            print(format_leaks(found))
+            return 1 if found else 0
+        elif args.step == "collect":
+            from .grading.collect import collect, format_report
+
+            roster = None
+            if args.roster is not None:
+                roster = [line.strip() for line in open(args.roster) if line.strip()]
+            print(format_report(collect(args.source, root, args.lab, roster=roster, replace=args.replace, dry_run=args.dry_run)))
+        elif args.step == "grade":
+            from .grading.grade import grade_lab
+
+            report = grade_lab(args.lab, root, workers=args.workers, progress=not args.quiet, isolation=args.isolation)
+            print(report.to_text())
+    except KeyboardInterrupt:
+        print("sslcourse: interrupted; `sslcourse course grade` resumes where it stopped when run again", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"sslcourse course {args.step}: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def pretrain(args: argparse.Namespace) -> dict:
@@ -89,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "info":
         print(describe_runtime(args.device))
         return 0
+    if args.command == "course":
+        return course_command(args)
     if args.command == "pretrain":
         if args.threads is not None and args.threads < 1:
             print(f"sslcourse: --threads expects a positive number of threads; got {args.threads}", file=sys.stderr)

@@ -94,8 +94,9 @@ def fill_outputs(nb, verdict: dict) -> None:
             else:
                 ename = ERROR_NAMES.get(result["status"], "GradingError")
                 message = result.get("message") or result["status"]
-                if result["status"] == "error" and ": " in message:
+                if result["status"] == "error":
                     ename, _, message = message.partition(": ")
+                    message = message or "(no message)"
                 cell.outputs = _stream("stdout", result.get("stdout")) + [
                     nbformat.v4.new_output("error", ename=ename, evalue=message, traceback=[f"{ename}: {message}"])]
         else:

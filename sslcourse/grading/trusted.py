@@ -173,6 +173,8 @@ class Session:
                         deadline = time.monotonic() + self.limits.cell_seconds
                     elif op == "cell":
                         self.cell_reports.setdefault(message["key"], message)
+                        for event in message.get("events", []):
+                            self._flag("blocked", f"cell {message['key']}: {event}")
                         running = None
                         deadline = time.monotonic() + 60
                     elif op == "ready":
@@ -510,7 +512,7 @@ class Runner:
         except GradingInterrupt as err:
             status, message = err.status, str(err)
         except BaseException as err:  # noqa: BLE001 - any other error fails the test, with its name
-            status, message = "error", f"{type(err).__name__}: {err}"
+            status, message = "error", f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         if self.failure is not None and status == "passed":

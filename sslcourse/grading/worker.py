@@ -103,7 +103,9 @@ def _audit(event: str, args: tuple) -> None:
         path = os.fsdecode(args[0])
         if any(path.startswith(prefix) for prefix in STATE.watched_prefixes):
             STATE.events.append(f"open {path!r}")
-    elif event in WATCHED_EVENTS or event.split(".")[0] == "socket" and event in ("socket.connect", "socket.bind"):
+    elif event == "sqlite3.connect" and args and any(os.fsdecode(args[0]).startswith(p) for p in STATE.watched_prefixes):
+        STATE.events.append(f"sqlite3.connect {os.fsdecode(args[0])!r}")
+    elif event in WATCHED_EVENTS:
         detail = repr(args[1]) if event.startswith("socket") and len(args) > 1 else repr(args[0])[:120] if args else ""
         STATE.events.append(f"{event} {detail}")
 
