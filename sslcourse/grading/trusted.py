@@ -101,6 +101,7 @@ class Session:
         self.flags: dict[str, list[str]] = {}
         self.starts = 0
         self.defined: list[str] = []
+        self.busy = False
 
     # ---- process
     def _spawn(self) -> None:
@@ -113,6 +114,7 @@ class Session:
         self.starts += 1
 
     def kill(self) -> None:
+        self.busy = False
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -218,9 +220,12 @@ class Session:
     def request(self, message: dict, deadline: float, what: str) -> dict:
         if not self.alive:
             self.start()
+        self.busy = True  # until the answer is in: a test stopped meanwhile leaves the sandbox mid-call
         try:
             self._send(message)
-            return self._receive(deadline)
+            reply = self._receive(deadline)
+            self.busy = False
+            return reply
         except _Late:
             self.kill()
             self._flag("timeout", f"{what}: stopped when the test's time ran out")
@@ -503,7 +508,8 @@ class Runner:
         start = time.monotonic()
         self.deadline = start + self.limits.test_seconds
         status, message = "passed", None
-        signal.setitimer(signal.ITIMER_REAL, self.limits.test_seconds)
+        # The calls' own deadline (a clear message) comes first; the alarm also stops the test's own code.
+        signal.setitimer(signal.ITIMER_REAL, self.limits.test_seconds + 2)
         try:
             with redirect_stdout(out), redirect_stderr(out):
                 exec(compile(cell["source"], f"<test {cell['key']}>", "exec"), ns)  # noqa: S102 - the instructor's test
@@ -515,6 +521,9 @@ class Runner:
             status, message = "error", f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            if self.session.busy:  # stopped in the middle of a call: that sandbox is still running it
+                self.session.kill()
+                self.session.busy = False
         if self.failure is not None and status == "passed":
             status, message = self.failure.status, str(self.failure)
         points = float(cell.get("points") or 0)
