@@ -47,7 +47,9 @@ def run_trusted(job: dict, *, timeout: float | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="sslcourse-job-") as scratch:
         job_file, verdict_file = Path(scratch) / "job.json", Path(scratch) / "verdict.json"
         job_file.write_text(json.dumps(job))
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        # Grading runs on the CPU, one thread per process: the same verdict on any machine, and the sandbox (which
+        # sees no GPU device files) and the grader agree on where tensors live.
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
         proc = subprocess.run([sys.executable, "-m", "sslcourse.grading.trusted", str(job_file), str(verdict_file)],
                               capture_output=True, text=True, timeout=timeout, env=env)
         if proc.returncode != 0 or not verdict_file.exists():

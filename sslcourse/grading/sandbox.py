@@ -121,6 +121,7 @@ def sandbox_environment(workdir: Path, *, isolation: str = "bwrap") -> dict[str,
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONHASHSEED": "0",
         "NBGRADER_EXECUTION": "autograde",
+        "CUDA_VISIBLE_DEVICES": "",
         "LANG": "C.UTF-8",
         "SSLCOURSE_SANDBOX_LOG": os.path.join("/submission" if isolation == "bwrap" else str(workdir), "sandbox.log"),
     }

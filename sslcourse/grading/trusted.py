@@ -102,6 +102,7 @@ class Session:
         self.starts = 0
         self.defined: list[str] = []
         self.busy = False
+        self.launched = False
 
     # ---- process
     def _spawn(self) -> None:
@@ -158,14 +159,24 @@ class Session:
                 self.buffer += chunk
 
     # ---- start: the cells, each with its limit; a cell that hangs or crashes is skipped next time
+    def launch(self) -> None:
+        """Start a sandbox and hand it the cells, without waiting: :meth:`start` waits (the grader works meanwhile)."""
+        self.kill()
+        self._spawn()
+        self.launched = True
+        try:
+            self._send({"op": "init", "cells": self.cells, "skip": sorted(self.skip), "references": self.references,
+                        "watched_prefixes": self.watched_prefixes})
+        except _Dead:
+            pass  # start() reads the death and reports it
+
     def start(self) -> None:
         while True:
-            self.kill()
-            self._spawn()
+            if not self.launched:
+                self.launch()
+            self.launched = False
             running = None
             try:
-                self._send({"op": "init", "cells": self.cells, "skip": sorted(self.skip), "references": self.references,
-                            "watched_prefixes": self.watched_prefixes})
                 deadline = time.monotonic() + self.limits.cell_seconds + 60  # start-up: imports of torch and the package
                 while True:
                     message = self._receive(deadline)
@@ -465,11 +476,19 @@ class Runner:
         ns: dict[str, Any] = {"__name__": "__main__"}
         verdict: dict[str, Any] = {"lab": self.job.get("lab"), "student": self.job.get("student"), "cells": {},
                                    "isolation": self.session.isolation, "limits": self.limits.__dict__}
+        os.environ["NBGRADER_EXECUTION"] = "autograde"
+        self.session.launch()
+        # While the sandbox imports torch and runs the student's cells, run the lab's leading context cells here.
+        done = set()
+        for cell in cells:
+            if cell["kind"] != "context":
+                break
+            self.run_context(cell, ns)
+            done.add(cell["key"])
         try:
             self.session.start()
         except GradingInterrupt as err:
             self.session._flag("crash", str(err))
-        os.environ["NBGRADER_EXECUTION"] = "autograde"
         for name in self.job["expected"]:
             ns[name] = RemoteFunction(self, name)
 
@@ -481,11 +500,8 @@ class Runner:
             for cell in cells:  # in the notebook's order, as nbgrader would run them
                 key = cell["key"]
                 if cell["kind"] == "context":
-                    out = io.StringIO()
-                    with redirect_stdout(out), redirect_stderr(out):
-                        exec(compile(cell["source"], f"<context {key}>", "exec"), ns)  # noqa: S102 - the instructor's code
-                    for name in self.job["expected"]:  # a context cell must not shadow the student's functions
-                        ns[name] = RemoteFunction(self, name)
+                    if key not in done:
+                        self.run_context(cell, ns)
                 elif cell["kind"] in ("solution", "extra"):
                     report = self.session.cell_reports.get(key, {"status": "not run"})
                     verdict["cells"][key] = {"kind": cell["kind"], **{k: report.get(k) for k in ("status", "stdout", "stderr", "error", "seconds")}}
@@ -501,6 +517,13 @@ class Runner:
         verdict["score"] = sum(c.get("score", 0) for c in verdict["cells"].values() if c["kind"] == "test")
         verdict["max_score"] = sum(c.get("points", 0) or 0 for c in verdict["cells"].values() if c["kind"] == "test")
         return verdict
+
+    def run_context(self, cell: dict, ns: dict) -> None:
+        out = io.StringIO()
+        with redirect_stdout(out), redirect_stderr(out):
+            exec(compile(cell["source"], f"<context {cell['key']}>", "exec"), ns)  # noqa: S102 - the instructor's code
+        for name in self.job["expected"]:  # a context cell must not shadow the student's functions
+            ns[name] = RemoteFunction(self, name)
 
     def run_test(self, cell: dict, ns: dict) -> dict:
         self.failure = None
