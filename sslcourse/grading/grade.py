@@ -121,6 +121,8 @@ def grade_lab(lab: str, course_root: Path | None = None, *, workers: int = 2, pr
     found = submissions(root, lab, submitted)
     if not found:
         raise FileNotFoundError(f"no submission of {lab} under {submitted}/<student>/{lab}/{lab}.ipynb: collect them first")
+    if run_nbgrader:
+        _check_gradebook(course.db_url, lab)
     grading = root / execute.grading_directory
     results = {student: StudentResult(student) for student in found}
     jobs = {}
@@ -156,7 +158,9 @@ def grade_lab(lab: str, course_root: Path | None = None, *, workers: int = 2, pr
             args.append(f"--IsolatedExecute.isolation={isolation}")
         proc = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"`nbgrader autograde {lab} --force` exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+            errors = [line for line in proc.stderr.splitlines() if "ERROR" in line or "Error:" in line or "Exception:" in line]
+            raise RuntimeError(f"`nbgrader autograde {lab} --force` exited {proc.returncode} (the verdicts are kept; run again once "
+                               "fixed):\n" + "\n".join(errors[-12:] or proc.stderr.splitlines()[-12:]))
     gradebook_seconds = time.perf_counter() - started
 
     for student, job in jobs.items():
@@ -174,6 +178,20 @@ def grade_lab(lab: str, course_root: Path | None = None, *, workers: int = 2, pr
     report = GradeReport(lab, workers, [results[s] for s in sorted(results)], len(todo), len(jobs) - len(todo), verdict_seconds, gradebook_seconds)
     write_report(report, grading / "reports")
     return report
+
+
+def _check_gradebook(db_url: str, lab: str) -> None:
+    """nbgrader can only autograde a lab its gradebook knows: say how to fix that before any work is done."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(db_url) as gb:
+        try:
+            gb.find_assignment(lab)
+        except MissingEntry:
+            raise RuntimeError(
+                f"the gradebook ({db_url}) has no lab {lab!r}: run `nbgrader generate_assignment {lab} --force` once in this "
+                "repository (it records the lab's graded cells and points), then grade again"
+            ) from None
 
 
 def write_report(report: GradeReport, folder: Path) -> None:

@@ -53,7 +53,7 @@ def run_trusted(job: dict, *, timeout: float | None = None) -> dict:
         proc = subprocess.run([sys.executable, "-m", "sslcourse.grading.trusted", str(job_file), str(verdict_file)],
                               capture_output=True, text=True, timeout=timeout, env=env)
         if proc.returncode != 0 or not verdict_file.exists():
-            raise RuntimeError(f"the grader failed on {job.get('student')}/{job.get('lab')} (exit code {proc.returncode}):\n{proc.stderr[-4000:]}")
+            raise RuntimeError(f"no verdict for {job.get('student')}/{job.get('lab')} (the grader exited {proc.returncode}):\n{proc.stderr[-3000:]}")
         return json.loads(verdict_file.read_text())
 
 

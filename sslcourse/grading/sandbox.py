@@ -67,10 +67,18 @@ def check_isolation(isolation: str) -> None:
         )
 
 
+#: Where the sandbox sees this package: its folder alone, mounted apart from the course that holds it.
+PACKAGE_MOUNT = "/opt/sslcourse-package"
+
+
+def package_dir() -> Path:
+    """The folder of the sslcourse package that this process imported (an editable install's is inside the course)."""
+    return Path(__file__).resolve().parents[1]
+
+
 def _read_only_roots() -> list[str]:
-    """What the sandbox must see to run Python, torch and this package: nothing of the course itself."""
-    package = Path(__file__).resolve().parents[1]  # .../sslcourse
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(package)}
+    """What the sandbox must see to run Python and torch: nothing of the course itself."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     # site-packages outside the prefixes (user site, PYTHONPATH entries that hold torch, ...)
     for entry in sys.path:
         if entry and os.path.isdir(entry) and ("site-packages" in entry or "dist-packages" in entry):
@@ -101,9 +109,13 @@ def sandbox_command(workdir: Path, *, isolation: str = "bwrap") -> list[str]:
     for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime", "/etc/fonts"):
         if os.path.exists(path):
             cmd += ["--ro-bind", path, path]
+    course_roots = [str(package_dir().parent)]
     for root in _read_only_roots():
-        if not root.startswith("/usr/"):
+        # never the course's folder or one above it (a virtual environment inside the course is fine: it is just Python)
+        if not root.startswith("/usr/") and not any(c == root or c.startswith(root.rstrip("/") + "/") for c in course_roots):
             cmd += ["--ro-bind", root, root]
+    # The package alone, where PYTHONPATH finds it first (before an editable install's finder, which points into the course).
+    cmd += ["--ro-bind", str(package_dir()), f"{PACKAGE_MOUNT}/sslcourse"]
     cmd += ["--bind", str(workdir), "/submission", "--chdir", "/submission"]
     return cmd + python
 
@@ -125,6 +137,7 @@ def sandbox_environment(workdir: Path, *, isolation: str = "bwrap") -> dict[str,
         "LANG": "C.UTF-8",
         "SSLCOURSE_SANDBOX_LOG": os.path.join("/submission" if isolation == "bwrap" else str(workdir), "sandbox.log"),
     }
+    env["PYTHONPATH"] = PACKAGE_MOUNT if isolation == "bwrap" else str(package_dir().parent)
     if "VIRTUAL_ENV" in os.environ:
         env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
     return env

@@ -77,6 +77,11 @@ class TestTimeout(GradingInterrupt):
     status = "timeout"
 
 
+class GraderError(BaseException):
+    """The grading machinery failed before any code of the student's ran (the sandbox cannot start, a cell of the lab
+    fails in it): no verdict, since a zero would blame the student for the grader."""
+
+
 class _Dead(Exception):
     pass
 
@@ -103,6 +108,8 @@ class Session:
         self.defined: list[str] = []
         self.busy = False
         self.launched = False
+        self.student_started = False
+        self.context_keys = {c["key"] for c in self.cells if c["kind"] == "context"}
 
     # ---- process
     def _spawn(self) -> None:
@@ -183,8 +190,14 @@ class Session:
                     op = message.get("op")
                     if op == "cell_start":
                         running = message["key"]
+                        if running not in self.context_keys:
+                            self.student_started = True
                         deadline = time.monotonic() + self.limits.cell_seconds
                     elif op == "cell":
+                        if message["key"] in self.context_keys and message.get("status") == "error" and not self.student_started:
+                            self.kill()
+                            raise GraderError(f"the lab's own cell {message['key']!r} failed in the sandbox: {message.get('error')}"
+                                              f"\n{message.get('stdout', '')[-2000:]}")
                         self.cell_reports.setdefault(message["key"], message)
                         for event in message.get("events", []):
                             self._flag("blocked", f"cell {message['key']}: {event}")
@@ -195,18 +208,27 @@ class Session:
                         self._merge_flags(message.get("flags", {}))
                         return
             except _Late:
-                if running is None:
+                if running is None or running in self.context_keys:
                     self.kill()
-                    raise SandboxTimeout("the sandbox did not start in time (importing torch and the package)")
+                    if not self.student_started:
+                        raise GraderError(f"the sandbox did not start in time (importing torch and the package){self._log_tail()}") from None
+                    raise SandboxTimeout("the sandbox stopped answering after the student's cells ran")
                 self.cell_reports[running] = {"status": "timeout", "error": f"the cell ran for more than {self.limits.cell_seconds:g} s and was stopped"}
                 self._flag("timeout", f"cell {running}: stopped after {self.limits.cell_seconds:g} s")
                 self.skip.add(running)
             except _Dead as dead:
-                if running is None:
-                    raise SandboxCrashed(f"the sandbox failed to start ({dead})")
+                if running is None or running in self.context_keys:
+                    if not self.student_started:
+                        raise GraderError(f"the sandbox failed to start ({dead}){self._log_tail()}") from None
+                    raise SandboxCrashed(f"the sandbox's process ended after the student's cells ran ({dead})")
                 self.cell_reports[running] = {"status": "crashed", "error": f"the process running this cell ended ({dead})"}
                 self._flag("crash", f"cell {running}: the process ended ({dead})")
                 self.skip.add(running)
+
+    def _log_tail(self) -> str:
+        log = self.workdir / "sandbox.log"
+        text = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
+        return f"; its output ended with:\n{text}" if text else ""
 
     def _flag(self, kind: str, text: str) -> None:
         items = self.flags.setdefault(kind, [])
@@ -536,6 +558,8 @@ class Runner:
         try:
             with redirect_stdout(out), redirect_stderr(out):
                 exec(compile(cell["source"], f"<test {cell['key']}>", "exec"), ns)  # noqa: S102 - the instructor's test
+        except GraderError:
+            raise  # the grader's failure, not the student's: no verdict at all
         except AssertionError as err:
             status, message = "failed", str(err) or "AssertionError"
         except GradingInterrupt as err:
@@ -569,7 +593,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job = json.loads(Path(argv[0]).read_text())
     torch.set_num_threads(1)
-    verdict = grade_job(job)
+    try:
+        verdict = grade_job(job)
+    except GraderError as err:
+        print(f"grading {job.get('student')}/{job.get('lab')} failed, not because of the submission: {err}", file=sys.stderr)
+        return 3
     tmp = Path(argv[1]).with_suffix(".tmp")
     tmp.write_text(json.dumps(verdict, indent=1))
     os.replace(tmp, argv[1])
