@@ -354,3 +354,45 @@ def test_parallel_grading_killed_halfway_and_resumed_equals_a_serial_run(tmp_pat
     assert gradebook_scores(parallel) == gradebook_scores(serial)
     totals = {s.student: s.score for s in report.students}
     assert totals["s00"] == 15 and totals["s01"] == 9 and totals["s02"] == 0 and totals["s07"] == 12, totals
+
+
+# ------------------------------------------------------------------ the grader's own failures, and what the sandbox sees
+def tiny_job(context: str, student: str, test: str) -> dict:
+    return {"lab": LAB, "student": "probe", "expected": ["answer"], "references": [], "isolation": "bwrap",
+            "limits": {"test_seconds": 20, "cell_seconds": 20}, "watched_prefixes": [str(ROOT)],
+            "cells": [{"key": "setup", "kind": "context", "source": context},
+                      {"key": "answer", "kind": "solution", "source": student},
+                      {"key": "test_answer", "kind": "test", "source": test, "points": 1.0}]}
+
+
+def test_a_grader_failure_gives_no_verdict_rather_than_a_zero():
+    from sslcourse.grading.nbgrader_plugin import run_trusted
+
+    job = tiny_job("import a_module_that_does_not_exist", "def answer():\n    return 42", "assert answer() == 42")
+    with pytest.raises(RuntimeError, match="(?s)no verdict.*not because of the submission"):
+        run_trusted(job)
+
+
+def test_the_sandbox_sees_neither_the_course_nor_the_network():
+    from sslcourse.grading.nbgrader_plugin import run_trusted
+
+    student = f"""
+import os, socket
+seen = {{path: os.path.exists(path) for path in {[str(ROOT / "solutions"), str(ROOT / "nbgrader_config.py"), str(ROOT / "tests"), str(ROOT / "_grading")]!r}}}
+home = os.listdir({str(Path.home())!r}) if os.path.isdir({str(Path.home())!r}) else []
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2)
+    network = True
+except OSError:
+    network = False
+def answer():
+    return {{"seen": seen, "network": network, "uid": os.getuid(), "cwd": os.getcwd(), "home": home}}
+"""
+    # Python may live under the home folder (pyenv): the sandbox then has that one path in it, nothing else of home.
+    python_homes = sorted({Path(p).relative_to(Path.home()).parts[0] for p in (sys.prefix, sys.base_prefix) if Path(p).is_relative_to(Path.home())})
+    test = ("result = answer()\nprint(result)\nassert not any(result['seen'].values()) and not result['network'], result\n"
+            f"assert sorted(result['home']) in ([], {python_homes!r}), result['home']")
+    verdict = run_trusted(tiny_job("import torch", student, test))
+    cell = verdict["cells"]["test_answer"]
+    assert cell["status"] == "passed", f"the sandbox saw something of the course or the network: {cell}"
+    assert "'uid': 65534" in cell["stdout"] and "'/submission'" in cell["stdout"], cell["stdout"]

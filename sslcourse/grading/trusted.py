@@ -542,8 +542,11 @@ class Runner:
 
     def run_context(self, cell: dict, ns: dict) -> None:
         out = io.StringIO()
-        with redirect_stdout(out), redirect_stderr(out):
-            exec(compile(cell["source"], f"<context {cell['key']}>", "exec"), ns)  # noqa: S102 - the instructor's code
+        try:
+            with redirect_stdout(out), redirect_stderr(out):
+                exec(compile(cell["source"], f"<context {cell['key']}>", "exec"), ns)  # noqa: S102 - the instructor's code
+        except Exception as err:  # noqa: BLE001 - the lab's own code failing is the grader's problem, never the student's
+            raise GraderError(f"the lab's own cell {cell['key']!r} failed in the grader: {type(err).__name__}: {err}") from None
         for name in self.job["expected"]:  # a context cell must not shadow the student's functions
             ns[name] = RemoteFunction(self, name)
 
