@@ -103,7 +103,12 @@ def course_command(args: argparse.Namespace) -> int:
         if args.step == "publish":
             from .grading.publish import publish
 
-            print(publish(root, args.out, force=args.force))
+            report = publish(root, args.out, force=args.force)
+            left = sorted({name.split("/")[0] + ("/" if "/" in name else "") for name in report.left_out})
+            print(f"wrote the student edition to {report.edition}: {len(report.files)} files, {len(report.notebooks)} notebooks\n"
+                  f"left out: {', '.join(left)}\n"
+                  f"leak check: none of the {report.secret_lines} lines of solutions, hidden tests and model answers is in it\n"
+                  f"its Colab buttons and setup cells point at {report.repository_url}")
         elif args.step == "leak-check":
             from .grading.publish import format_leaks, leak_check
 

@@ -396,3 +396,63 @@ def answer():
     cell = verdict["cells"]["test_answer"]
     assert cell["status"] == "passed", f"the sandbox saw something of the course or the network: {cell}"
     assert "'uid': 65534" in cell["stdout"] and "'/submission'" in cell["stdout"], cell["stdout"]
+
+
+# ------------------------------------------------------------------ the proxies keep the tests' meaning
+#: Mistakes whose detection depends on what crosses between the grader and the sandbox: gradients (detach,
+#: no_grad), in-place changes of arguments, generators and torch's global random state.
+BOUNDARY_WORDS = ("detach", "no_grad", "in place", "generator", "global random state")
+LOOPED_NT_XENT = '''
+def nt_xent(z1, z2, temperature=0.5):
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    n = z1.shape[0]
+    losses = []
+    for i in range(2 * n):  # a Python loop over the anchors: right values, not vectorized
+        sims = torch.stack([z[i] @ z[k] for k in range(2 * n) if k != i]) / temperature
+        losses.append(torch.logsumexp(sims, 0) - z[i] @ z[(i + n) % (2 * n)] / temperature)
+    return torch.stack(losses).mean()
+'''
+
+
+def boundary_submissions():
+    """Per lab, one submission holding one boundary-sensitive mistake in each function that has one."""
+    from test_lab_mistakes import MISTAKES
+
+    cases = []
+    for lab, mistakes in sorted(MISTAKES.items()):
+        chosen = {}
+        for m in mistakes:
+            if any(word in m.what for word in BOUNDARY_WORDS) and m.function not in chosen and m.failing == (f"test_{m.function}",):
+                chosen[m.function] = m
+        if chosen:
+            cases.append(pytest.param(lab, tuple(chosen.values()), id=lab))
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab, mistakes", boundary_submissions())
+def test_boundary_sensitive_mistakes_are_caught_through_the_sandbox(lab, mistakes):
+    from sslcourse.grading.job import build_job
+    from sslcourse.grading.nbgrader_plugin import run_trusted
+
+    source = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    submission = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    by_function = {m.function: m for m in mistakes}
+    expected_failures = {f"test_{m.function}" for m in mistakes}
+    for cell in submission.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in by_function:
+            m = by_function[grade_id]
+            assert m.old in cell.source, f"{lab}: {m.what}: the solution no longer contains {m.old!r}"
+            cell.source = cell.source.replace(m.old, m.new)
+        if lab == "lab05_simclr_moco" and grade_id == "nt_xent" and "nt_xent" not in by_function:
+            cell.source = LOOPED_NT_XENT
+            expected_failures.add("test_nt_xent")
+    verdict = run_trusted(build_job(source, submission, lab=lab, student="boundary"))
+    tests = {k: c for k, c in verdict["cells"].items() if c["kind"] == "test"}
+    for name, cell in tests.items():
+        if name in expected_failures:
+            assert cell["status"] == "failed" and cell["message"], (
+                f"{lab}: {name} should fail ({[m.what for m in mistakes if 'test_' + m.function == name]}), got {cell['status']}")
+        else:
+            assert cell["status"] == "passed", f"{lab}: {name} should pass, got {cell['status']}: {cell['message']}"

@@ -398,6 +398,10 @@ class RemoteFunction:
     def __call__(self, *args, **kwargs):
         return self._runner.call(self.__name__, args, kwargs)
 
+    def torch_calls(self, *args, **kwargs) -> int:
+        """Call the function and count, in the sandbox, the torch operations it makes (the labs' vectorization checks)."""
+        return self._runner.call(self.__name__, args, kwargs, count_torch_calls=True)
+
     def __repr__(self) -> str:
         return f"<the student's function {self.__name__} (runs in the sandbox)>"
 
@@ -435,13 +439,18 @@ class Runner:
         except GradingInterrupt as err:
             raise self._fail(err) from None
 
-    def call(self, name: str, args: tuple, kwargs: dict) -> Any:
+    def call(self, name: str, args: tuple, kwargs: dict, *, count_torch_calls: bool = False) -> Any:
         self.calls += 1
         call_id = self.calls
         what = f"{name}(...)"
+        # torch's global random state travels with the call and back, as if the function ran in this process.
         message = {"op": "call", "id": call_id, "name": name, "args": [_for_sandbox(a) for a in args],
-                   "kwargs": {k: _for_sandbox(v) for k, v in kwargs.items()}}
+                   "kwargs": {k: _for_sandbox(v) for k, v in kwargs.items()}, "rng_state": torch.get_rng_state(),
+                   "count_torch_calls": count_torch_calls}
         reply = self._request(message, what)
+        state = reply.get("rng_state")
+        if isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.shape == torch.get_rng_state().shape:
+            torch.set_rng_state(state)
         self.session._merge_flags(reply.get("flags", {}))
         for event in reply.get("events", []):
             self.session._flag("blocked", f"{name}: {event}")
@@ -473,6 +482,9 @@ class Runner:
             raise PASSED_THROUGH.get(kind, RuntimeError)(text if kind in PASSED_THROUGH else f"{kind}: {text}")
         if status == "unsupported":
             raise self._fail(UnsupportedResult(reply.get("message", f"{name} returned a value the grader cannot read")))
+        if count_torch_calls:
+            count = reply.get("torch_calls")
+            return int(count) if isinstance(count, int) else 0
         result = protocol.decode(reply["result"])
         outputs = _flat_tensors(result, [])
         diff_inputs = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor) and a.requires_grad and a.is_floating_point()]

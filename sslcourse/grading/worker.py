@@ -17,6 +17,7 @@ Nothing here decides a grade; the grader does, in another process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
@@ -29,6 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 
 from . import protocol
 
@@ -37,6 +39,18 @@ WATCHED_MODULES = ("builtins", "math", "torch", "torch.nn.functional", "torch.te
 #: Audit events that say a submission reached for something outside its sandbox.
 WATCHED_EVENTS = ("socket.connect", "socket.bind", "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.kill", "os.fork", "pty.spawn")
 KEEP_GRAPHS = 32
+
+
+class _CountTorchCalls(TorchFunctionMode):
+    """Counts the torch functions and tensor operations a call makes (each once, not what it calls inside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
 
 
 class BorrowedReference(RuntimeError):
@@ -264,13 +278,18 @@ class Worker:
         STATE.hits, STATE.events = [], []
         reply: dict[str, Any] = {"op": "result", "id": call_id}
         start = time.perf_counter()
+        if message.get("rng_state") is not None:  # torch's global random state, as the grader's process has it
+            torch.set_rng_state(message["rng_state"])
+        counter = _CountTorchCalls() if message.get("count_torch_calls") else contextlib.nullcontext()
         try:
             if not callable(fn):
                 raise NameError(f"name {name!r} is not defined: the cell that defines it did not run or does not define it")
             STATE.armed = STATE.watching = True
-            with redirect_stdout(out), redirect_stderr(err):
+            with redirect_stdout(out), redirect_stderr(err), counter:
                 result = fn(*args, **kwargs)
             STATE.armed = STATE.watching = False
+            if message.get("count_torch_calls"):
+                reply["torch_calls"] = counter.calls
             reply["status"] = "ok"
             try:
                 reply["result"] = protocol.encode(result)
@@ -286,6 +305,7 @@ class Worker:
             reply.update(status="raised", type=type(error).__name__, message=str(error)[:4000],
                          traceback="".join(traceback.format_exception(type(error), error, error.__traceback__))[-6000:])
         reply["seconds"] = time.perf_counter() - start
+        reply["rng_state"] = torch.get_rng_state()
         reply["after"] = [[kind, key, self._after(v, before[(kind, key)])] for kind, key, v in positions]
         reply.update(hits=list(STATE.hits), events=list(STATE.events), stdout=out.getvalue()[-4000:], stderr=err.getvalue()[-4000:])
         self.note_tampering(f"during a call of {name}")
