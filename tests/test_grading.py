@@ -426,6 +426,8 @@ def boundary_submissions():
                 chosen[m.function] = m
         if chosen:
             cases.append(pytest.param(lab, tuple(chosen.values()), id=lab))
+    # Right values from a Python loop: the vectorization check counts the operations in the sandbox.
+    cases.append(pytest.param("lab05_simclr_moco", (), id="lab05_simclr_moco-looped-nt_xent"))
     return cases
 
 
