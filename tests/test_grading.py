@@ -458,3 +458,20 @@ def test_boundary_sensitive_mistakes_are_caught_through_the_sandbox(lab, mistake
                 f"{lab}: {name} should fail ({[m.what for m in mistakes if 'test_' + m.function == name]}), got {cell['status']}")
         else:
             assert cell["status"] == "passed", f"{lab}: {name} should pass, got {cell['status']}: {cell['message']}"
+
+
+def test_without_bubblewrap_grading_refuses_in_one_line(tmp_path, monkeypatch, capsys):
+    from sslcourse import cli
+    from sslcourse.grading import sandbox
+
+    (tmp_path / "nbgrader_config.py").write_text((ROOT / "nbgrader_config.py").read_text())
+    (tmp_path / "solutions" / LAB).mkdir(parents=True)
+    shutil.copy(ROOT / "solutions" / LAB / f"{LAB}.ipynb", tmp_path / "solutions" / LAB)
+    submit_dir = tmp_path / "_grading" / "submitted" / "someone" / LAB
+    submit_dir.mkdir(parents=True)
+    shutil.copy(ROOT / "labs" / LAB / f"{LAB}.ipynb", submit_dir)
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    code = cli.main(["course", "--course", str(tmp_path), "grade", LAB, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "bubblewrap" in err and "apt-get install bubblewrap" in err and "--isolation none" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

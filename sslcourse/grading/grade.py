@@ -32,6 +32,7 @@ import nbformat
 
 from .job import build_job
 from .nbgrader_plugin import IsolatedExecute, cached_verdict, run_trusted, store_verdict, verdict_path
+from .sandbox import check_isolation
 
 
 def find_course_root(start: Path | None = None) -> Path:
@@ -113,6 +114,7 @@ def grade_lab(lab: str, course_root: Path | None = None, *, workers: int = 2, pr
     execute = IsolatedExecute(config=config)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    check_isolation(execute.isolation)  # no bubblewrap: say so now, not once per submission
     source_path = Path(course.format_path(course.source_directory, ".", lab)) / f"{lab}.ipynb"
     if not source_path.is_file():
         raise FileNotFoundError(f"no lab {lab!r}: expected its source notebook at {source_path}")
