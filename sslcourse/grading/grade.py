@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ from pathlib import Path
 import nbformat
 
 from .job import build_job
-from .nbgrader_plugin import IsolatedExecute, cached_verdict, run_trusted, store_verdict, verdict_path
+from .nbgrader_plugin import IsolatedExecute, TrustedServer, cached_verdict, run_trusted, store_verdict, verdict_path
 from .sandbox import check_isolation
 
 
@@ -138,8 +139,19 @@ def grade_lab(lab: str, course_root: Path | None = None, *, workers: int = 2, pr
                                   watched_prefixes=[str(root), str(Path.home())])
     todo = {s: j for s, j in jobs.items() if cached_verdict(j, verdict_path(grading, lab, s)) is None}
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # each job runs in processes of its own
-        futures = {pool.submit(run_trusted, job): student for student, job in todo.items()}
+    servers: queue.Queue = queue.Queue()
+    for _ in range(min(workers, max(len(todo), 1))):
+        servers.put(TrustedServer())
+
+    def grade_one(job: dict) -> dict:  # each worker thread borrows a trusted server; the work is in its processes
+        server = servers.get()
+        try:
+            return run_trusted(job, server=server)
+        finally:
+            servers.put(server)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(grade_one, job): student for student, job in todo.items()}
         bar = tqdm(total=len(futures), desc=f"grading {lab}", unit="submission", disable=not progress)
         for future in as_completed(futures):
             student = futures[future]
@@ -149,6 +161,8 @@ def grade_lab(lab: str, course_root: Path | None = None, *, workers: int = 2, pr
                 results[student].error = f"the grader failed: {str(err)[:500]}"
             bar.update(1)
         bar.close()
+    while not servers.empty():
+        servers.get().close()
     verdict_seconds = time.perf_counter() - started
 
     started = time.perf_counter()

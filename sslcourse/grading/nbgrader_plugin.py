@@ -16,8 +16,11 @@ cell, so a warning on stderr never costs points.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,24 +40,77 @@ def verdict_path(grading_dir: Path, lab: str, student: str) -> Path:
     return Path(grading_dir) / "verdicts" / lab / f"{student}.json"
 
 
-def run_trusted(job: dict, *, timeout: float | None = None) -> dict:
-    """Grade one job in a fresh trusted process (``python -m sslcourse.grading.trusted``); return its verdict."""
+def _job_timeout(job: dict) -> float:
+    """Every limit spent, plus a sandbox restart per test: a grading process cannot need more."""
     limits = Limits(**job.get("limits", {}))
     tests = sum(1 for c in job["cells"] if c["kind"] == "test")
     student_cells = sum(1 for c in job["cells"] if c["kind"] in ("solution", "extra"))
-    if timeout is None:  # every limit spent, plus a sandbox restart per test: the process cannot need more
-        timeout = 120 + tests * (limits.test_seconds + 90) + student_cells * (limits.cell_seconds + 60)
-    with tempfile.TemporaryDirectory(prefix="sslcourse-job-") as scratch:
-        job_file, verdict_file = Path(scratch) / "job.json", Path(scratch) / "verdict.json"
-        job_file.write_text(json.dumps(job))
-        # Grading runs on the CPU, one thread per process: the same verdict on any machine, and the sandbox (which
-        # sees no GPU device files) and the grader agree on where tensors live.
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-        proc = subprocess.run([sys.executable, "-m", "sslcourse.grading.trusted", str(job_file), str(verdict_file)],
-                              capture_output=True, text=True, timeout=timeout, env=env)
-        if proc.returncode != 0 or not verdict_file.exists():
-            raise RuntimeError(f"no verdict for {job.get('student')}/{job.get('lab')} (the grader exited {proc.returncode}):\n{proc.stderr[-3000:]}")
-        return json.loads(verdict_file.read_text())
+    return 120 + tests * (limits.test_seconds + 90) + student_cells * (limits.cell_seconds + 60)
+
+
+def _grading_environment() -> dict:
+    # Grading runs on the CPU, one thread per process: the same verdict on any machine, and the sandbox (which
+    # sees no GPU device files) and the grader agree on where tensors live.
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+
+
+class TrustedServer:
+    """A trusted grading process that imports torch once and forks a child per job (``trusted.py --serve``).
+
+    Used by one thread at a time. If a job outlives its time, the whole server is killed and started again.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "sslcourse.grading.trusted", "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_grading_environment(),
+                                     start_new_session=True, text=True)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            self.proc = None
+
+    def grade(self, job: dict, timeout: float) -> tuple[int, dict | None, str]:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        with tempfile.TemporaryDirectory(prefix="sslcourse-job-") as scratch:
+            files = {name: str(Path(scratch) / name) for name in ("job.json", "verdict.json", "log.txt")}
+            Path(files["job.json"]).write_text(json.dumps(job))
+            self.proc.stdin.write(json.dumps({"job": files["job.json"], "verdict": files["verdict.json"], "log": files["log.txt"]}) + "\n")
+            self.proc.stdin.flush()
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            line = self.proc.stdout.readline() if ready else ""
+            if not line:
+                self.close()
+                return -1, None, f"the grading process gave no answer within {timeout:.0f} s"
+            code = json.loads(line)["code"]
+            log = Path(files["log.txt"]).read_text(errors="replace") if Path(files["log.txt"]).exists() else ""
+            verdict = json.loads(Path(files["verdict.json"]).read_text()) if Path(files["verdict.json"]).exists() else None
+            return code, verdict, log
+
+
+_SERVER: TrustedServer | None = None
+
+
+def run_trusted(job: dict, *, timeout: float | None = None, server: TrustedServer | None = None) -> dict:
+    """Grade one job in a trusted process (a child of ``server``, or of this process's own one); return its verdict."""
+    global _SERVER
+    if server is None:
+        if _SERVER is None:
+            _SERVER = TrustedServer()
+            atexit.register(_SERVER.close)
+        server = _SERVER
+    code, verdict, log = server.grade(job, _job_timeout(job) if timeout is None else timeout)
+    if code != 0 or verdict is None:
+        raise RuntimeError(f"no verdict for {job.get('student')}/{job.get('lab')} (the grader exited {code}):\n{log[-3000:]}")
+    return verdict
 
 
 def cached_verdict(job: dict, path: Path) -> dict | None:
