@@ -475,3 +475,13 @@ def test_without_bubblewrap_grading_refuses_in_one_line(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert code == 1 and "bubblewrap" in err and "apt-get install bubblewrap" in err and "--isolation none" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_importing_a_library_in_a_solution_cell_is_not_flagged():
+    # The virtual environment may live inside the course (as here): opening its files is an import, not snooping.
+    from sslcourse.grading.nbgrader_plugin import run_trusted
+
+    student = "import tabulate, yaml, scipy.special\ndef answer():\n    return float(scipy.special.expit(0.0))"
+    verdict = run_trusted(tiny_job("import torch", student, "assert answer() == 0.5"))
+    assert verdict["cells"]["test_answer"]["status"] == "passed", verdict["cells"]
+    assert not any(verdict["flags"].values()), f"an honest import was flagged: {verdict['flags']}"

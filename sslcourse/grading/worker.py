@@ -63,6 +63,7 @@ class _State:
     events: list[str] = []
     watching = False
     watched_prefixes: tuple[str, ...] = ()
+    python_prefixes: tuple[str, ...] = tuple({os.path.join(p, "") for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
 
 
 STATE = _State()
@@ -115,6 +116,8 @@ def _audit(event: str, args: tuple) -> None:
         return
     if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
         path = os.fsdecode(args[0])
+        if path.startswith(STATE.python_prefixes):
+            return  # Python and its packages (a virtual environment may live inside the course): imports, not snooping
         if any(path.startswith(prefix) for prefix in STATE.watched_prefixes):
             STATE.events.append(f"open {path!r}")
     elif event == "sqlite3.connect" and args and any(os.fsdecode(args[0]).startswith(p) for p in STATE.watched_prefixes):
