@@ -90,8 +90,8 @@ def choose_precision(device: str | torch.device, requested: str = "auto") -> Pre
         return Precision(torch.float16, True)
     if requested == "bf16":
         return Precision(torch.bfloat16, False)
-    if device.type != "cuda":
-        raise ValueError(f"fp16 training needs a CUDA GPU; the device is {device}")
+    # fp16 with a gradient scaler: what a T4 needs. "auto" picks it only there; asked for by name it also
+    # runs on a CPU (slowly), which is how the tests exercise the scaler's path without a GPU
     return Precision(torch.float16, True)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch.nn as nn
 
 import sslcourse
 from sslcourse import DeviceLoader, History, ImageDataset, NonFiniteLossError, fit
+from sslcourse.checkpoint import CheckpointError
 from sslcourse.methods import DenoisingAutoencoder
 
 
@@ -203,35 +206,131 @@ def test_checkpoint_of_another_method_is_refused(tiny, tmp_path):
 
 
 class InterruptAt(DenoisingAutoencoder):
-    """Simulates Ctrl-C (or a dying Colab kernel) when step ``at`` starts."""
+    """Presses Ctrl-C (sends SIGINT to this process) ``presses`` times while step ``at`` runs, mid-step."""
 
-    def __init__(self, at, **kw):
+    def __init__(self, at, presses=1, **kw):
         super().__init__(widths=(8, 16), corruption="masking", noise_level=0.5, **kw)
-        self.at, self.calls = at, 0
+        self.at, self.presses, self.calls = at, presses, 0
 
     def training_step(self, batch):
+        out = super().training_step(batch)  # the augmentation has drawn its random numbers, batch norm has updated
         if self.calls == self.at:
-            raise KeyboardInterrupt
+            for _ in range(self.presses):
+                os.kill(os.getpid(), signal.SIGINT)
         self.calls += 1
-        return super().training_step(batch)
+        return out
 
 
-def test_keyboard_interrupt_saves_checkpoint(tiny, tmp_path):
+def test_ctrl_c_stops_at_the_step_boundary_and_resuming_equals_an_uninterrupted_run(tiny, tmp_path):
     ckpt = tmp_path / "run.pt"
     torch.manual_seed(0)
+    straight = InterruptAt(-1)
+    h_straight = fit(straight, tiny, steps=10, seed=3, **FIT)
+
+    torch.manual_seed(0)
     method = InterruptAt(3)
-    with pytest.raises(KeyboardInterrupt):
-        fit(method, tiny, steps=10, checkpoint=ckpt, checkpoint_every=100, **FIT)
-    assert ckpt.exists()
-    state = torch.load(ckpt, weights_only=False)
-    assert state["step"] == 3
-    assert len(state["history"]["loss"]) == 3
+    with pytest.raises(KeyboardInterrupt, match="after step 4"):
+        fit(method, tiny, steps=10, seed=3, checkpoint=ckpt, checkpoint_every=100, **FIT)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 4 and len(state["history"]["loss"]) == 4  # the step under way was finished, not cut
     assert all(torch.equal(v, method.state_dict()[k]) for k, v in state["model"].items())
 
-    # and training picks up from there
-    method.at = -1
-    h = fit(method, tiny, steps=5, checkpoint=ckpt, **FIT)
-    assert h.step == [1, 2, 3, 4, 5]
+    torch.manual_seed(99)  # a fresh process: everything comes from the checkpoint
+    resumed = InterruptAt(-1)
+    h = fit(resumed, tiny, steps=10, seed=3, checkpoint=ckpt, **FIT)
+    assert h.step == list(range(1, 11))
+    assert h.loss == h_straight.loss
+    assert same_parameters(resumed, straight)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tiny, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    torch.manual_seed(0)
+    method = InterruptAt(5, presses=2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(method, tiny, steps=10, checkpoint=ckpt, checkpoint_every=2, **FIT)
+    assert torch.load(ckpt, weights_only=True)["step"] == 4  # step 6 was cut short: not saved
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # fit put Python's handler back
+
+
+# ---------------------------------------------------------------- checkpoints that know what they hold
+def test_checkpoint_of_another_run_is_refused_naming_the_difference(tiny, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    fit(make_dae(), tiny, steps=1, checkpoint=ckpt, **FIT)
+    for change, expected in [
+        (dict(lr=1e-3), r"lr: 0\.01 in the checkpoint, 0\.001 now"),
+        (dict(optimizer="sgd"), r"optimizer: 'adamw' in the checkpoint, 'sgd' now"),
+        (dict(batch_size=32), r"batch_size: 64 in the checkpoint, 32 now"),
+        (dict(seed=1), r"seed: 0 in the checkpoint, 1 now"),
+    ]:
+        with pytest.raises(CheckpointError, match=str(ckpt).replace(".", r"\.") + ".*" + expected):
+            fit(make_dae(), tiny, steps=2, checkpoint=ckpt, **{**FIT, **change})
+
+
+def test_checkpoint_of_other_method_settings_is_refused(tiny, tmp_path):
+    if not hasattr(make_dae(), "config"):
+        pytest.skip("methods do not record their settings")
+    ckpt = tmp_path / "run.pt"
+    fit(make_dae(noise_level=0.5), tiny, steps=1, checkpoint=ckpt, **FIT)
+    with pytest.raises(CheckpointError, match=r"noise_level: 0\.5 in the checkpoint, 0\.3 now"):
+        fit(make_dae(noise_level=0.3), tiny, steps=2, checkpoint=ckpt, **FIT)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_a_damaged_checkpoint_gives_a_clear_error_naming_it(tiny, tmp_path, damage):
+    ckpt = tmp_path / "run.pt"
+    fit(make_dae(), tiny, steps=1, checkpoint=ckpt, **FIT)
+    data = ckpt.read_bytes()
+    ckpt.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint", "empty": b""}[damage])
+    with pytest.raises(CheckpointError, match=rf"{ckpt}.*not a readable sslcourse checkpoint.*delete it"):
+        fit(make_dae(), tiny, steps=2, checkpoint=ckpt, **FIT)
+
+
+def test_an_unusable_checkpoint_path_fails_before_training(tiny, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    method = make_dae()
+    before = [p.clone() for p in method.parameters()]
+    with pytest.raises(CheckpointError, match="is a folder"):
+        fit(method, tiny, steps=2, checkpoint=tmp_path, **FIT)
+    with pytest.raises(CheckpointError, match="cannot write the checkpoint"):
+        fit(method, tiny, steps=2, checkpoint=a_file / "run.pt", **FIT)
+    assert all(torch.equal(a, b) for a, b in zip(before, method.parameters()))  # nothing trained
+
+
+# ---------------------------------------------------------------- mixed precision: a skipped step is not a step
+class OverflowAt(DenoisingAutoencoder):
+    """Its gradients overflow at call ``at`` (as fp16's do on a T4 now and then); counts ``after_step`` calls
+    in a buffer and keeps a copy of its parameters and buffers as each call starts."""
+
+    def __init__(self, at):
+        super().__init__(widths=(8, 16), corruption="masking", noise_level=0.5)
+        self.at, self.calls, self.seen = at, 0, {}
+        self.register_buffer("after_steps", torch.zeros((), dtype=torch.int64))
+
+    def training_step(self, batch):
+        self.seen[self.calls] = {k: v.clone() for k, v in self.state_dict().items() if "running_" not in k and "batches_tracked" not in k}
+        out = super().training_step(batch)
+        if self.calls == self.at:
+            out["loss"].register_hook(lambda grad: grad * float("inf"))  # finite loss, infinite gradients
+        self.calls += 1
+        return out
+
+    def after_step(self, out):
+        self.after_steps += 1
+
+
+def test_a_step_the_fp16_scaler_skips_changes_nothing(tiny):
+    torch.manual_seed(0)
+    method = OverflowAt(3)
+    h = fit(method, tiny, steps=6, precision="fp16", warmup_steps=6, **FIT)
+    assert h.precision == "fp16" and h.skipped == [3]  # skipped after 3 applied steps
+    assert method.calls == 7 and len(h) == 6 and h.step == [1, 2, 3, 4, 5, 6]
+    assert int(method.after_steps) == 6  # no hook for the skipped step
+    assert h.lr == pytest.approx([FIT["lr"] * (i + 1) / 6 for i in range(6)])  # the warm-up did not advance
+    before, after = method.seen[3], method.seen[4]
+    assert all(torch.equal(before[k], after[k]) for k in before), "the skipped step changed a parameter or buffer"
+    assert any(not torch.equal(method.seen[2][k], before[k]) for k in before)  # whereas an applied step does
 
 
 # ---------------------------------------------------------------- non-finite guard
@@ -401,3 +500,35 @@ def test_loader_on_another_device_is_refused(tiny):
     loader = DeviceLoader(tiny, 32, device="cuda")
     with pytest.raises(ValueError, match="DeviceLoader lives on cuda"):
         fit(make_dae(), loader, steps=1, progress=False, device="cpu")
+
+
+# ---------------------------------------------------------------- on a GPU: no read-back per step
+@pytest.fixture
+def as_on_a_gpu(monkeypatch):
+    """Makes fit treat the CPU as it treats a CUDA device in bf16/fp32: each step's outcome stays a
+    tensor, read with the losses every ``log_every`` steps."""
+    from sslcourse import train
+
+    original = train.UpdateGuard.__init__
+
+    def lazy(self, device, prec):
+        original(self, device, prec)
+        self.eager = False
+
+    monkeypatch.setattr(train.UpdateGuard, "__init__", lazy)
+
+
+def test_lazy_reading_records_every_step(tiny, as_on_a_gpu):
+    torch.manual_seed(0)
+    lazy = make_dae()
+    h = fit(lazy, tiny, steps=7, log_every=3, **FIT)
+    assert h.step == list(range(1, 8)) and len(h.loss) == len(h.lr) == len(h.time) == 7
+    assert all(len(v) == 7 for v in h.metrics.values())
+
+
+def test_lazy_reading_still_stops_a_non_finite_loss_naming_its_step(tiny, as_on_a_gpu):
+    torch.manual_seed(0)
+    bad = NaNAt(3)
+    with pytest.raises(NonFiniteLossError, match=r"NaNAt: the loss became nan at step 3"):
+        fit(bad, tiny, steps=10, log_every=5, **FIT)
+    assert all(torch.isfinite(p).all() for p in bad.parameters())  # the scaler skipped the update on the device
