@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import Checkpoint, CheckpointError, method_config
 from .data import DeviceLoader, ImageDataset
 from .runtime import Precision, choose_precision, get_device
@@ -155,7 +156,7 @@ def fit(
     """
     stop = StopRule(epochs, steps, budget)
     _check_arguments(method, log_every, checkpoint_every)
-    device = get_device(device)
+    here, device = distributed.start(get_device(device))  # under torchrun: this process's rank and device
     prec = choose_precision(device, precision)
     loader = _make_loader(data, batch_size, device, seed)
     use_channels_last = _place(method, device, channels_last)
@@ -165,22 +166,24 @@ def fit(
     run = dict(optimizer=optimizer, lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
                batch_size=loader.batch_size, seed=seed, **({"total_steps": total} if schedule == "cosine" else {}))
     ckpt = Checkpoint(checkpoint, type(method).__name__, method_config(method), run) if checkpoint is not None else None
-    state = TrainState.resume(ckpt, method, opt, guard, device) or TrainState.start(method, device, prec, seed)
+    state = TrainState.resume(ckpt, method, opt, guard, device) or TrainState.start(method, device, prec, seed + 7919 * here.rank)
     lr_at = lambda step: learning_rate(step, lr, schedule, warmup_steps, total)  # noqa: E731
-    step_fn = torch.compile(method.training_step) if compile else method.training_step
+    step_fn = distributed.wrap(method, device) if here.size > 1 else method.training_step
+    step_fn = torch.compile(step_fn) if compile else step_fn
     after_step, epoch_hook = _hooks(method)
     checkpoint_every = checkpoint_every or len(loader)
 
     method.train()
     stop.start(state)
-    with interrupts_between_steps() as interrupted, _progress_bar(stop, state, progress, type(method).__name__) as bar:
-        record = Recorder(state, type(method).__name__, eager=guard.eager, bar=bar)
-        for epoch, position, (images, labels) in batches_from(loader, state.batches):
-            if stop.reached(state):
+    with interrupts_between_steps(here, device) as interrupted, _progress_bar(stop, state, progress and here.is_main, type(method).__name__) as bar:
+        record = Recorder(state, type(method).__name__, eager=guard.eager, bar=bar, processes=here.size)
+        for epoch, position, batch in batches_from(loader, state.batches):
+            if stop.reached(state, here, device):
                 break
             if position == 0:
                 forget_optimizer_state(opt, epoch_hook(epoch))
             set_learning_rate(opt, lr_at(state.step))
+            images, labels = distributed.shard(batch, here)
             if use_channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=prec.dtype, enabled=prec.dtype is not None):
@@ -195,14 +198,15 @@ def fit(
             record.add(out, loss, applied, opt.param_groups[0]["lr"], images.shape[0])
             if state.step % log_every == 0:
                 record.flush()
-            if ckpt is not None and (state.step % checkpoint_every == 0 or interrupted()):
+            stopping = interrupted()
+            if ckpt is not None and (state.step % checkpoint_every == 0 or stopping):
                 record.flush()
-                ckpt.save(state.snapshot(method, opt, guard, device))
-            if interrupted():
+                state.save(ckpt, method, opt, guard, device)
+            if stopping:
                 raise KeyboardInterrupt(f"stopped by Ctrl-C after step {state.step}" + (f"; {ckpt.path} resumes it" if ckpt else ""))
         record.flush()
     if ckpt is not None:
-        ckpt.save(state.snapshot(method, opt, guard, device))
+        state.save(ckpt, method, opt, guard, device)
     return state.history
 
 
@@ -235,13 +239,14 @@ class StopRule:
         self.started = time.perf_counter()
         state.history.stopped_by = ""
 
-    def reached(self, state: "TrainState") -> bool:
-        """Whether to stop before the next batch; records why in ``state.history.stopped_by``."""
+    def reached(self, state: "TrainState", here: distributed.World = distributed.World(), device=None) -> bool:
+        """Whether to stop before the next batch; records why in ``state.history.stopped_by``.
+        Under torchrun every process takes the decision of the first whose time is up."""
         if self.steps is not None and state.step >= self.steps:
             state.history.stopped_by = "steps"
         elif self.max_batches is not None and state.batches >= self.max_batches:
             state.history.stopped_by = "epochs"
-        elif self.budget is not None and time.perf_counter() - self.started >= self.budget:
+        elif self.budget is not None and distributed.any_rank(time.perf_counter() - self.started >= self.budget, device):
             state.history.stopped_by = "budget"
         return bool(state.history.stopped_by)
 
@@ -269,9 +274,10 @@ class TrainState:
         method.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         guard.scaler.load_state_dict(saved["scaler"])
-        torch.set_rng_state(saved["rng_cpu"].cpu())  # map_location moved it; RNG states are CPU byte tensors
+        rank = distributed.world().rank  # each process has its own random state (its own augmentations)
+        torch.set_rng_state(saved["rng_cpu"][rank].cpu())  # map_location moved it; RNG states are CPU byte tensors
         if device.type == "cuda" and saved.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(saved["rng_cuda"].cpu(), device)
+            torch.cuda.set_rng_state(saved["rng_cuda"][rank].cpu(), device)
         history = History(**saved["history"])
         return cls(history, step=saved["step"], batches=saved["batches"], seconds_before=history.seconds)
 
@@ -284,9 +290,26 @@ class TrainState:
             "step": self.step,
             "batches": self.batches,
             "history": self.history.to_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "rng_cpu": _every_process(torch.get_rng_state()),
+            "rng_cuda": _every_process(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None,
         }
+
+    def save(self, ckpt: Checkpoint, method: nn.Module, opt, guard: "UpdateGuard", device: torch.device) -> None:
+        """Write the checkpoint (process 0 only, under torchrun, once every process's random state is in)."""
+        snapshot = self.snapshot(method, opt, guard, device)
+        if distributed.world().is_main:
+            ckpt.save(snapshot)
+        if distributed.world().size > 1:
+            torch.distributed.barrier()
+
+
+def _every_process(rng_state: torch.Tensor) -> list[torch.Tensor]:
+    """This random state from every process, in rank order (a list of one outside torchrun)."""
+    if distributed.world().size == 1:
+        return [rng_state]
+    states: list = [None] * distributed.world().size
+    torch.distributed.all_gather_object(states, rng_state)
+    return states
 
 
 class UpdateGuard:
@@ -346,15 +369,15 @@ class Recorder:
     """Collects each step's loss, metrics and outcome on the device and reads them into
     the history (and the progress bar) when asked, at once when ``eager`` (where reading is free)."""
 
-    def __init__(self, state: TrainState, method_name: str, eager: bool, bar=None) -> None:
-        self.state, self.method_name, self.eager, self.bar = state, method_name, eager, bar
+    def __init__(self, state: TrainState, method_name: str, eager: bool, bar=None, processes: int = 1) -> None:
+        self.state, self.method_name, self.eager, self.bar, self.processes = state, method_name, eager, bar, processes
         self.pending: list[tuple] = []
         self.started = time.perf_counter()
 
     def add(self, out: dict, loss: torch.Tensor, applied, lr: float, images: int) -> None:
         self.state.step += 1
         metrics = {k: v.detach() if torch.is_tensor(v) else v for k, v in out.items() if k != "loss" and _is_scalar(v)}
-        self.pending.append((self.state.step, loss.detach(), applied, lr, images, metrics, self._now()))
+        self.pending.append((self.state.step, loss.detach(), applied, lr, images * self.processes, metrics, self._now()))
         if self.eager:
             self.flush()
 
@@ -366,7 +389,8 @@ class Recorder:
             return
         steps, losses, applied, lrs, images, metrics, times = zip(*self.pending)
         self.pending = []
-        loss_values = torch.stack([v.float() for v in losses]).tolist()  # one read from the device for all of them
+        # one read from the device for all of them; under torchrun, the mean over processes (the global batch's loss)
+        loss_values = distributed.all_reduce_mean(torch.stack([v.float() for v in losses])).tolist()
         if not all(a is True for a in applied):
             ok = torch.stack([torch.as_tensor(a, device=losses[0].device) for a in applied]).tolist()
             bad = ok.index(False) if False in ok else None
@@ -437,12 +461,13 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float, device: to
 
 
 @contextmanager
-def interrupts_between_steps() -> Iterator[Callable[[], bool]]:
+def interrupts_between_steps(here: distributed.World = distributed.World(), device=None) -> Iterator[Callable[[], bool]]:
     """Within the block, a first Ctrl-C (SIGINT) only raises a flag that the loop reads
     between steps, so a run always stops at a step boundary; a second one interrupts at once.
-    Yields the function that reads the flag. Outside the main thread, Ctrl-C is left alone."""
+    Yields the function that reads the flag (under torchrun: whether any process's is up).
+    Outside the main thread, Ctrl-C is left alone."""
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
+        yield lambda: distributed.any_rank(False, device) if here.size > 1 else False
         return
     pressed = []
 
@@ -454,7 +479,7 @@ def interrupts_between_steps() -> Iterator[Callable[[], bool]]:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        yield lambda: bool(pressed)
+        yield lambda: distributed.any_rank(bool(pressed), device)
     finally:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
