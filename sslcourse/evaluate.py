@@ -27,6 +27,7 @@ from sklearn.manifold import TSNE
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
+from . import distributed
 from .data import DeviceLoader, ImageDataset
 from .runtime import get_device
 
@@ -60,19 +61,28 @@ def extract_features(
 
     ``images``: an ImageDataset, uint8 (N, C, H, W), or float (N, C, H, W) in
     [0, 1]. Returns float32 (N, D) on the CPU. The encoder's train/eval mode
-    and device are restored afterwards.
+    and device are restored afterwards. Under ``torchrun`` the processes share
+    the work and every process returns all the features.
     """
     device = get_device(device)
     x = _as_float_images(images)
+    here = distributed.world()
+    if here.size > 1:  # under torchrun each process encodes its share of the images; all get every feature
+        x = x.tensor_split(here.size)[here.rank]
     was_training = encoder.training
     param = next(encoder.parameters(), None)
     home = param.device if param is not None else torch.device("cpu")
     encoder.eval().to(device)
     try:
-        out = [encoder(x[i : i + batch_size].to(device)).flatten(1).float().cpu() for i in range(0, len(x), batch_size)]
+        with torch.no_grad():
+            out = [encoder(x[i : i + batch_size].to(device)).flatten(1).float().cpu() for i in range(0, len(x), batch_size)]
     finally:
         encoder.train(was_training).to(home)
-    feats = torch.cat(out)
+    feats = torch.cat(out) if out else torch.empty(0)
+    if here.size > 1:
+        shares: list = [None] * here.size
+        torch.distributed.all_gather_object(shares, feats)
+        feats = torch.cat([f for f in shares if f.numel()])
     if not torch.isfinite(feats).all():
         raise FloatingPointError("extract_features: the encoder produced NaN or infinite features")
     return feats

@@ -66,6 +66,8 @@ if here.size > 1:
     torch.distributed.all_gather_object(digests, digest)
 else:
     digests = [digest]
+features = sslcourse.evaluate.extract_features(method.encoder, train.subset(torch.arange(50)), batch_size=16, device="cpu")
 if here.is_main:
-    json.dump({"processes": here.size, "loss": history.loss, "steps": history.step, "images_seen": history.images_seen,
+    json.dump({"feature_row_sums": features.sum(1).tolist(), "feature_shape": list(features.shape),
+               "processes": here.size, "loss": history.loss, "steps": history.step, "images_seen": history.images_seen,
                "digests": digests}, open(out, "w"))

@@ -41,6 +41,9 @@ def test_two_processes_follow_the_loss_curve_of_one(tmp_path):
     assert two["digests"][0] == two["digests"][1], "the two processes' weights differ"
     for a, b in zip(one["loss"], two["loss"]):
         assert abs(a - b) <= 1e-5 * abs(a), (one["loss"], two["loss"])
+    # the probe's features: each process encodes its share; every process gets all of them, in order
+    assert two["feature_shape"] == one["feature_shape"] and two["feature_shape"][0] == 50
+    assert two["feature_row_sums"] == pytest.approx(one["feature_row_sums"], rel=1e-4)
 
 
 def test_two_processes_resume_exactly_from_the_checkpoint_of_process_0(tmp_path):
@@ -52,3 +55,4 @@ def test_two_processes_resume_exactly_from_the_checkpoint_of_process_0(tmp_path)
     resumed = run(tmp_path, "dae", "8", str(ckpt), processes=2)
     assert resumed["loss"] == straight["loss"]
     assert resumed["digests"] == straight["digests"]
+
