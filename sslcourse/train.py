@@ -175,8 +175,9 @@ def fit(
 
     method.train()
     stop.start(state)
-    with interrupts_between_steps(here, device) as interrupted, _progress_bar(stop, state, progress and here.is_main, type(method).__name__) as bar:
-        record = Recorder(state, type(method).__name__, eager=guard.eager, bar=bar, processes=here.size)
+    bar = _progress_bar(stop, state, progress and here.is_main, type(method).__name__)
+    record = Recorder(state, type(method).__name__, eager=guard.eager, bar=bar, processes=here.size)
+    with interrupts_between_steps(here, device) as interrupted, bar:
         for epoch, position, batch in batches_from(loader, state.batches):
             if stop.reached(state, here, device):
                 break
