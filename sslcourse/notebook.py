@@ -5,7 +5,12 @@ from __future__ import annotations
 import inspect
 import textwrap
 
-__all__ = ["REPOSITORY_URL", "SETUP_CELL", "show_source"]
+import torch
+
+from .runtime import SMOKE_STEPS, smoke_mode
+
+__all__ = ["REPOSITORY_URL", "SETUP_CELL", "show_source", "on_gpu", "gpu_steps", "SMOKE_STEPS"]
+
 
 #: The canonical repository; ``_config.yml`` and every notebook's setup cell use the same one (a test keeps them equal).
 REPOSITORY_URL = "https://github.com/sslcourse/sslcourse"
@@ -47,3 +52,19 @@ def show_source(obj, *, start: str | None = None) -> object:
     except ImportError:  # pragma: no cover - IPython ships with Jupyter
         return source
     return Markdown(f"```python\n{source.rstrip()}\n```")
+
+
+def on_gpu(device: str | torch.device) -> bool:
+    """Whether a chapter takes its GPU settings: on a CUDA device, or in smoke mode.
+
+    Smoke mode (the environment variable ``SSLCOURSE_SMOKE=gpu``, see
+    :func:`sslcourse.runtime.smoke_mode`) runs the GPU branch of a notebook
+    on a CPU with a handful of steps, so that CI executes every line a Colab
+    user will, without a GPU. Its numbers mean nothing; only that it runs.
+    """
+    return torch.device(device).type == "cuda" or smoke_mode()
+
+
+def gpu_steps(steps: int) -> int:
+    """``steps`` on a GPU; :data:`SMOKE_STEPS` at most in smoke mode."""
+    return min(steps, SMOKE_STEPS) if smoke_mode() else steps

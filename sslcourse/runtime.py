@@ -111,3 +111,15 @@ def describe_runtime(device: str | torch.device | None = None) -> str:
         f"python {platform.python_version()}, {os.cpu_count()} CPU cores, "
         f"{threads} torch thread{'s' if threads != 1 else ''}"
     )
+
+
+#: Steps that every ``fit`` takes at most in smoke mode.
+SMOKE_STEPS = 30
+
+
+def smoke_mode() -> bool:
+    """Whether the environment asks for smoke mode (``SSLCOURSE_SMOKE=gpu``): notebooks take their GPU
+    settings (:func:`sslcourse.notebook.on_gpu`) and every :func:`sslcourse.fit` stops after at most
+    :data:`SMOKE_STEPS` steps, so that CI executes every line a Colab user will, on a CPU, quickly.
+    Its numbers mean nothing; only that everything runs."""
+    return os.environ.get("SSLCOURSE_SMOKE", "").lower() == "gpu"

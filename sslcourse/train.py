@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import Checkpoint, CheckpointError, method_config
 from .data import DeviceLoader, ImageDataset
-from .runtime import Precision, choose_precision, get_device
+from .runtime import SMOKE_STEPS, Precision, choose_precision, get_device, smoke_mode
 
 __all__ = ["fit", "History", "NonFiniteLossError", "CheckpointError"]
 
@@ -155,6 +155,8 @@ def fit(
             or it holds another method or run. Raised before any training.
     """
     stop = StopRule(epochs, steps, budget)
+    if smoke_mode():  # SSLCOURSE_SMOKE=gpu: CI runs the notebooks' GPU settings on a CPU, a handful of steps each
+        stop.steps = min(stop.steps or SMOKE_STEPS, SMOKE_STEPS)
     _check_arguments(method, log_every, checkpoint_every)
     here, device = distributed.start(get_device(device))  # under torchrun: this process's rank and device
     prec = choose_precision(device, precision)
