@@ -218,16 +218,22 @@ def make(tiny, **kw):
     return DeepCluster(tiny, widths=(8, 16), **kw)
 
 
-def test_deepcluster_first_step_clusters_and_trains(tiny):
+def test_deepcluster_clusters_in_its_epoch_hook_not_in_the_training_step(tiny):
     method = make(tiny)
     assert bool((method.assignments == -1).all())
     x = tiny.images[:64].float().div(255)
+    with pytest.raises(RuntimeError, match=r"DeepCluster has no pseudo-labels yet: .*on_epoch_start\(0\)"):
+        method.training_step((x, None))
+    reset = method.on_epoch_start(0)
+    assert reset == list(method.head.parameters()), "the re-initialised head's parameters, for fit to reset their optimizer state"
+    assert int(method.clusterings) == 1 and int(method.last_clustered) == 0
+    assert bool((torch.bincount(method.assignments, minlength=16) > 0).all())
+    assignments = method.assignments.clone()
     out = method.training_step((x, torch.full((64,), -12345)))
+    assert torch.equal(method.assignments, assignments), "no k-means inside the training step"
     assert set(out) == {"loss", "acc", "nmi_prev"}
     assert out["loss"].dim() == 0 and math.isfinite(out["loss"].item())
     assert math.isnan(out["nmi_prev"].item()), "no previous clustering yet"
-    assert method.clusterings == 1
-    assert bool((torch.bincount(method.assignments, minlength=16) > 0).all())
     out["loss"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.encoder.parameters())
 
@@ -236,6 +242,9 @@ def test_deepcluster_ignores_the_loaders_labels_and_images(tiny):
     x = tiny.images[:64].float().div(255)
     other = torch.rand(x.shape, generator=gen())
     a, b = make(tiny), make(tiny)
+    for method in (a, b):
+        torch.manual_seed(0)  # the same re-initialised head
+        method.on_epoch_start(0)
     torch.manual_seed(1)
     out_a = a.training_step((x, torch.full((64,), -12345)))
     torch.manual_seed(1)
@@ -243,51 +252,64 @@ def test_deepcluster_ignores_the_loaders_labels_and_images(tiny):
     assert out_a["loss"].item() == out_b["loss"].item()
 
 
-def test_deepcluster_recluster_interval(tiny):
-    method = make(tiny)
-    assert method.recluster_interval(64) == 50, "256 // 64 = 4 steps an epoch, raised to the minimum of 50"
-    assert make(tiny, min_recluster_steps=1).recluster_interval(64) == 4, "one epoch"
-    assert make(tiny, recluster_every=7).recluster_interval(64) == 7
+def _train_steps(method, n, x):
+    for _ in range(n):
+        out = method.training_step((x, None))
+        method.after_step(out)
 
 
-def test_deepcluster_reclusters_every_epoch_and_resets_the_head(tiny):
+def test_deepcluster_reclusters_at_an_epoch_start_after_min_recluster_steps_applied_steps(tiny):
+    method = make(tiny, min_recluster_steps=5)
+    x = tiny.images[:64].float().div(255)
+    assert method.on_epoch_start(0) != []
+    for _ in range(7):
+        method.training_step((x, None))  # steps the optimizer never applied (no after_step) do not count
+    assert method.on_epoch_start(1) == [] and int(method.clusterings) == 1
+    _train_steps(method, 4, x)
+    assert method.on_epoch_start(2) == [], "4 applied steps since the clustering, fewer than 5"
+    _train_steps(method, 1, x)
+    assert method.on_epoch_start(3) != [] and int(method.clusterings) == 2
+    assert int(method.last_clustered) == 5 == int(method.step)
+
+
+def test_deepcluster_min_recluster_steps_1_clusters_every_epoch_and_resets_the_head_in_place(tiny):
     method = make(tiny, min_recluster_steps=1)
-    x = tiny.images[:64].float().div(255)  # batch 64 on 256 images: an epoch is 4 steps
+    x = tiny.images[:64].float().div(255)
     weight = method.head.weight
-    method.training_step((x, None))
+    method.on_epoch_start(0)
     first = method.head.weight.detach().clone()
     with torch.no_grad():
         method.head.weight.add_(1.0)  # pretend training moved it
-    for _ in range(3):
-        method.training_step((x, None))
-    assert method.clusterings == 1
-    out = method.training_step((x, None))  # step 4: a new epoch
-    assert method.clusterings == 2
+    _train_steps(method, 4, x)
+    out = method.training_step((x, None))
+    assert math.isnan(out["nmi_prev"].item())
+    assert method.on_epoch_start(1) == [method.head.weight, method.head.bias]
+    assert int(method.clusterings) == 2
+    out = method.training_step((x, None))
     assert 0.0 <= out["nmi_prev"].item() <= 1.0
+    assert out["nmi_prev"] is not method.nmi_prev, "a copy: the logged value must not change with the next clustering"
     assert method.head.weight is weight, "reset in place: the optimizer keeps the same tensor"
     assert not torch.equal(method.head.weight, first + 1.0), "the head was re-initialised"
     assert method.head.weight.abs().max() <= 1 / math.sqrt(method.head.in_features) + 1e-6
 
 
-def test_deepcluster_recluster_every(tiny):
-    method = make(tiny, recluster_every=2)
-    x = tiny.images[:32].float().div(255)
-    for _ in range(5):
-        method.training_step((x, None))
-    assert method.clusterings == 3  # steps 0, 2, 4
-
-
-def test_deepcluster_state_dict_resumes_the_schedule(tiny):
-    method = make(tiny)
+def test_deepcluster_state_dict_resumes_the_pseudo_labels_and_the_schedule(tiny):
+    method = make(tiny, min_recluster_steps=2)
     x = tiny.images[:64].float().div(255)
-    for _ in range(2):
-        method.training_step((x, None))
+    method.on_epoch_start(0)
+    _train_steps(method, 2, x)
+    method.on_epoch_start(1)
+    _train_steps(method, 1, x)
     state = method.state_dict()
     assert "images" not in state, "the data set stays out of checkpoints"
-    other = make(tiny)
+    other = make(tiny, min_recluster_steps=2)
     other.load_state_dict(state)
     assert torch.equal(other.assignments, method.assignments)
-    assert (other.steps, other.clusterings, other.last_clustered) == (2, 1, 0)
+    assert (int(other.step), int(other.clusterings), int(other.last_clustered)) == (3, 2, 2)
+    assert other.nmi_prev.item() == method.nmi_prev.item()
+    assert other.on_epoch_start(2) == [] and other.on_epoch_start(2) == [], "1 applied step since the last clustering"
+    _train_steps(other, 1, x)
+    assert other.on_epoch_start(2) != []
 
 
 def test_deepcluster_bad_arguments(tiny):
@@ -295,17 +317,31 @@ def test_deepcluster_bad_arguments(tiny):
         DeepCluster(tiny, num_clusters=1000)
     with pytest.raises(TypeError, match=r"uint8 \(N, C, H, W\); got torch.float32"):
         DeepCluster(torch.rand(10, 1, 16, 16))
+    with pytest.raises(ValueError, match="min_recluster_steps must be an int >= 1, got 0"):
+        DeepCluster(tiny, min_recluster_steps=0)
+    with pytest.raises(ValueError, match="pca_dim must be an int >= 1 or None, got 0"):
+        DeepCluster(tiny, pca_dim=0)
+    with pytest.raises(ValueError, match="kmeans_iter must be an int >= 1, got 0"):
+        DeepCluster(tiny, kmeans_iter=0)
 
 
 def test_deepcluster_fit_learns_the_pseudo_labels(tiny):
-    # one clustering, then 40 steps on its pseudo-labels: the classifier learns them
-    method = make(tiny, recluster_every=1000)
+    # one clustering, then 40 steps (10 epochs of 4) on its pseudo-labels: the classifier learns them
+    method = make(tiny, min_recluster_steps=1000)
     history = sslcourse.fit(method, tiny, steps=40, batch_size=64, lr=3e-3, progress=False, device="cpu", seed=0)
-    assert method.clusterings == 1
+    assert int(method.clusterings) == 1 and int(method.step) == 40
     acc, loss = history.metrics["acc"], history.loss
     assert sum(loss[-5:]) / 5 < sum(loss[:5]) / 5 - 0.3, f"loss {loss[:5]} -> {loss[-5:]}"
     assert sum(acc[-5:]) / 5 > sum(acc[:5]) / 5 + 0.15, f"pseudo-label accuracy {acc[:5]} -> {acc[-5:]}"
     assert len(history.metrics["nmi_prev"]) == 40
+
+
+def test_deepcluster_under_fit_clusters_at_epoch_starts(tiny):
+    # 256 images in batches of 64: 4 steps an epoch; with at least 6 steps between clusterings,
+    # the epochs starting at steps 0, 8 and 16 cluster (not 4 and 12)
+    method = make(tiny, min_recluster_steps=6)
+    sslcourse.fit(method, tiny, epochs=5, batch_size=64, lr=3e-3, progress=False, device="cpu", seed=0)
+    assert (int(method.clusterings), int(method.last_clustered), int(method.step)) == (3, 16, 20)
 
 
 @pytest.mark.slow
@@ -316,7 +352,7 @@ def test_deepcluster_pretraining_beats_random_init():
     torch.manual_seed(0)
     method = DeepCluster(train)
     history = sslcourse.fit(method, train, steps=150, batch_size=128, lr=2e-3, seed=0, progress=False, device="cpu")
-    assert method.clusterings == 3  # steps 0, 50, 100
+    assert int(method.clusterings) == 3  # 11 steps an epoch, at least 50 between clusterings: steps 0, 55, 110
     encoder = method.encoder.cpu()
     rows = compare_representations(
         {"pretrained": encoder, "random": random_init_like(encoder)}, train, test, fractions=(0.1,), probes=("linear",), device="cpu"

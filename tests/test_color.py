@@ -186,6 +186,19 @@ def test_colorization_prior_counts_then_fixed(photos32):
         Colorization().set_prior(torch.ones(3))
 
 
+def test_colorization_fixed_prior_survives_a_checkpoint(photos32):
+    method = Colorization(widths=(8, 16), loss="classification")
+    method.set_prior(photos32.images)
+    state = method.state_dict()
+    assert bool(state["prior_fixed"]) and torch.equal(state["bin_counts"], method.bin_counts)
+    resumed = Colorization(widths=(8, 16), loss="classification")
+    assert not bool(resumed.prior_fixed)
+    resumed.load_state_dict(state)
+    images = photos32.floats()[:16]
+    resumed.training_step((images, None))
+    assert torch.equal(resumed.bin_counts, method.bin_counts), "a resumed run keeps the fixed prior instead of counting again"
+
+
 def test_lab_encoders_probe_gray_digits(photos32):
     digits = sslcourse.load_dataset("digits", "test", size=32)
     for method in (Colorization(widths=(8, 16)), SplitBrain(widths=(8, 16))):

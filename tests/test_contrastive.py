@@ -70,15 +70,19 @@ def test_key_encoder_receives_no_gradient():
     assert not trainable & {id(p) for p in keys}
 
 
-def test_after_step_moves_the_key_encoder_by_the_configured_momentum():
+def test_after_step_moves_the_key_encoder_and_head_by_the_configured_momentum():
     torch.manual_seed(0)
     method = MoCo(widths=WIDTHS, queue_size=32, momentum=0.9)
+    assert method.momentum_pairs() == [(method.encoder, method.key_encoder), (method.projector, method.key_projector)]
+    out = method.training_step((images(), None))
     with torch.no_grad():
-        for p in method.encoder.parameters():
-            p.add_(1.0)  # the query encoder moved (as after an optimizer step)
-    before = [p.clone() for p in method.key_encoder.parameters()]
-    method.after_step()
-    for old, key, query in zip(before, method.key_encoder.parameters(), method.encoder.parameters()):
+        for p in [*method.encoder.parameters(), *method.projector.parameters()]:
+            p.add_(1.0)  # the query encoder and head moved (as after an optimizer step)
+    before = [p.clone() for p in [*method.key_encoder.parameters(), *method.key_projector.parameters()]]
+    method.after_step(out)
+    after = [*method.key_encoder.parameters(), *method.key_projector.parameters()]
+    online = [*method.encoder.parameters(), *method.projector.parameters()]
+    for old, key, query in zip(before, after, online, strict=True):
         torch.testing.assert_close(key, 0.9 * old + 0.1 * query)
 
 
@@ -101,24 +105,26 @@ def test_queue_is_fifo_with_the_configured_size():
         method.enqueue(torch.zeros(2, 5))
 
 
-def test_a_training_step_enqueues_its_keys_after_the_step():
+def test_a_training_step_returns_its_keys_and_after_step_enqueues_them():
     torch.manual_seed(0)
     method = MoCo(widths=WIDTHS, queue_size=32, projection_dim=8)
     before = method.queue.clone()
-    method.training_step((images(6), None))
+    out = method.training_step((images(6), None))
     torch.testing.assert_close(method.queue, before)  # nothing enters before the optimizer step
-    keys = method._pending_keys.clone()
-    method.after_step()
+    keys = out["keys"]
+    assert keys.shape == (6, 8) and not keys.requires_grad
+    torch.testing.assert_close(keys.norm(dim=1), torch.ones(6))
+    method.after_step(out)
     torch.testing.assert_close(method.queue[:6], keys)
     torch.testing.assert_close(method.queue[6:], before[6:])
-    torch.testing.assert_close(keys.norm(dim=1), torch.ones(6))
+    assert int(method.queue_pointer) == 6
+    assert not any(name.startswith("_pending") for name in vars(method)), "no hidden state between the step and after_step"
 
 
-def test_moco_refuses_bad_settings():
-    with pytest.raises(ValueError, match="momentum must be in"):
-        MoCo(widths=WIDTHS, momentum=1.5)
-    with pytest.raises(ValueError, match="temperature must be positive"):
-        MoCo(widths=WIDTHS, temperature=0)
+def test_a_batch_larger_than_the_queue_is_refused_before_training_on_it():
+    method = MoCo(widths=WIDTHS, queue_size=4)
+    with pytest.raises(ValueError, match="MoCo: a batch of 6 images does not fit a queue of 4 keys; use queue_size >= batch size"):
+        method.training_step((images(6), None))
 
 
 # ----------------------------------------------------------------- learning

@@ -81,3 +81,5 @@ def test_bad_settings_are_refused():
         RowContext(kind="lstm")
     with pytest.raises(ValueError, match="built for 24 x 24 images"):
         CPC(image_size=24).training_step((images(2, 16), None))
+    with pytest.raises(ValueError, match="max_shift must be an int >= 0, got -1"):
+        CPC(max_shift=-1)

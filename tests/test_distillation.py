@@ -25,7 +25,7 @@ def _step(method, batch, lr=1e-2):
     opt.zero_grad()
     out["loss"].backward()
     opt.step()
-    method.after_step()
+    method.after_step(out)
     return out
 
 
@@ -45,17 +45,22 @@ def test_the_teacher_receives_no_gradient_and_moves_by_momentum(cls):
     method = cls(momentum=0.9)
     teacher_enc = method.target_encoder if cls is BYOL else method.teacher_encoder
     assert all(not p.requires_grad for p in teacher_enc.parameters())
-    before_teacher = [p.clone() for p in teacher_enc.parameters()]
     out = method.training_step(_batch())
     out["loss"].backward()
     assert all(p.grad is None for p in teacher_enc.parameters()), "a teacher parameter received a gradient"
+    pairs = method.momentum_pairs()
+    assert len(pairs) == 2 and pairs[0] == (method.encoder, teacher_enc)
     with torch.no_grad():
-        for p in method.encoder.parameters():
-            p.add_(torch.randn_like(p))  # as if the optimizer moved the student
-    student = [p.clone() for p in method.encoder.parameters()]
-    method.after_step()
-    for t0, s, t1 in zip(before_teacher, student, teacher_enc.parameters()):
-        torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * s)
+        for online, _ in pairs:
+            for p in online.parameters():
+                p.add_(torch.randn_like(p))  # as if the optimizer moved the student, encoder and head
+    before = [[p.clone() for p in target.parameters()] for _, target in pairs]
+    students = [[p.clone() for p in online.parameters()] for online, _ in pairs]
+    method.after_step(out)
+    for (_, target), t0s, ss in zip(pairs, before, students, strict=True):
+        for t0, s, t1 in zip(t0s, ss, target.parameters(), strict=True):
+            torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * s)
+    assert int(method.step) == 1
 
 
 def test_byol_loss_is_symmetric_and_in_range():
@@ -68,8 +73,9 @@ def test_byol_momentum_schedule_is_followed_and_resumable():
     method = BYOL(momentum=0.9, momentum_steps=10)
     assert method.current_momentum() == pytest.approx(0.9)
     for _ in range(5):
-        method.after_step()
+        method.after_step({})
     assert method.current_momentum() == pytest.approx(0.95)
+    assert "step" in method.state_dict()
     state = method.state_dict()
     again = BYOL(momentum=0.9, momentum_steps=10)
     again.load_state_dict(state)
@@ -81,9 +87,13 @@ def test_dino_center_moves_by_the_configured_momentum():
     method = DINO(center_momentum=0.8, local_crops=1)
     method.center.fill_(0.5)
     x = _batch()
-    method.training_step(x)
-    batch_mean = method._pending_center.clone()
-    method.after_step()
+    torch.manual_seed(1)
+    out = method.training_step(x)
+    torch.testing.assert_close(method.center, torch.full((256,), 0.5))  # not before the optimizer step
+    batch_mean = out["teacher_mean"]
+    torch.manual_seed(1)  # the same crops again: teacher_mean is the teacher's mean output on the two global crops
+    torch.testing.assert_close(batch_mean, method.teacher(torch.cat(method.crops(x[0])[:2])).mean(dim=0))
+    method.after_step(out)
     torch.testing.assert_close(method.center, 0.8 * torch.full_like(batch_mean, 0.5) + 0.2 * batch_mean)
 
 
@@ -124,11 +134,16 @@ def test_dino_works_with_the_vision_transformer():
     assert method.encoder.class_attention(_batch(4)[0]).shape == (4, 2, 4, 4)
 
 
-def test_dino_rejects_bad_settings():
-    with pytest.raises(ValueError, match="teacher_temp"):
-        DINO(teacher_temp=0)
-    with pytest.raises(ValueError, match="center_momentum"):
-        DINO(center_momentum=1.5)
+@pytest.mark.parametrize("cls", [BYOL, DINO])
+def test_schedules_count_applied_steps_only_in_after_step(cls):
+    torch.manual_seed(0)
+    method = cls(widths=(8, 16), momentum=0.9, momentum_steps=4)
+    method.training_step(_batch())
+    method.training_step(_batch())
+    assert int(method.step) == 0, "a training step that was never applied does not advance the schedule"
+    _step(method, _batch())
+    assert int(method.step) == 1
+    assert method.current_momentum() == pytest.approx(cosine_momentum(1, 0.9, 1.0, 4))
 
 
 @pytest.mark.slow

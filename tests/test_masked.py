@@ -3,6 +3,8 @@ puts every prediction back at its patch, and reconstructions have the right shap
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -113,6 +115,24 @@ def test_mae_needs_a_vision_transformer():
 
     with pytest.raises(TypeError, match="VisionTransformer"):
         MAE(ConvEncoder(1, (8, 8)))
-    with pytest.raises(ValueError, match="mask_ratio"):
-        MAE(mask_ratio=1.0)
     assert isinstance(MAE().encoder, VisionTransformer)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.25, 1.5, float("nan"), True])
+def test_mae_rejects_a_mask_ratio_outside_the_open_unit_interval(ratio):
+    with pytest.raises(ValueError, match=r"mask_ratio must be a number in \(0, 1\), got " + re.escape(repr(ratio))):
+        MAE(mask_ratio=ratio)
+
+
+@pytest.mark.parametrize("ratio, hidden", [(0.02, 0), (0.99, 16)])
+def test_mae_rejects_a_mask_ratio_that_hides_no_patch_or_every_patch(ratio, hidden):
+    # 16 x 16 images in 4 x 4 patches: 16 patches; 0.02 rounds to no hidden patch (a NaN loss), 0.99 to all 16
+    with pytest.raises(ValueError, match=rf"mask_ratio {ratio} hides {hidden} of the 16 patches; it must hide at least 1 and at most 15"):
+        MAE(mask_ratio=ratio)
+
+
+@pytest.mark.parametrize("ratio", [1 / 16, 15 / 16])
+def test_mae_accepts_the_extreme_ratios_that_hide_one_patch_or_keep_one(ratio):
+    mae = small_mae(mask_ratio=ratio)
+    loss = mae.training_step((_images(), None))["loss"]
+    assert torch.isfinite(loss)

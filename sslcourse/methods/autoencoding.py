@@ -18,13 +18,20 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .. import augment, losses, masks
-from ..nets import ConvDecoder, ConvEncoder
-from .base import SSLMethod
+from ..nets import ConvDecoder
+from .base import SSLMethod, check_number
 
 __all__ = ["DenoisingAutoencoder", "ContextEncoder", "ContextDiscriminator", "SuperResolution", "low_resolution"]
 
 CorruptFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _init_autoencoder(method: SSLMethod, encoder: nn.Module | None, decoder: nn.Module | None, in_channels: int, widths) -> None:
+    """The encoder (:meth:`SSLMethod.init_encoder`) and ``method.decoder``: ``decoder``, or the mirror
+    :class:`~sslcourse.nets.ConvDecoder` of the default encoder when it is None."""
+    method.init_encoder(encoder, in_channels=in_channels, widths=widths)
+    method.decoder = decoder if decoder is not None else ConvDecoder(in_channels, widths)
 
 
 class DenoisingAutoencoder(SSLMethod):
@@ -68,11 +75,14 @@ class DenoisingAutoencoder(SSLMethod):
         super().__init__()
         if isinstance(corruption, str) and corruption not in augment.CORRUPTIONS:
             raise ValueError(f"unknown corruption {corruption!r}; expected one of {sorted(augment.CORRUPTIONS)}, None, or a function")
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.decoder = decoder if decoder is not None else ConvDecoder(in_channels, widths)
-        self.corruption = corruption
+        if corruption == "gaussian":
+            check_number("noise_level (the gaussian sigma)", noise_level, low=0)
+        elif isinstance(corruption, str):
+            check_number(f"noise_level (the fraction of {corruption})", noise_level, low=0, high=1)
         self.noise_level = noise_level
-        self.alpha, self.beta = alpha, beta
+        self.alpha, self.beta = check_number("alpha", alpha, low=0), check_number("beta", beta, low=0)
+        _init_autoencoder(self, encoder, decoder, in_channels, widths)
+        self.corruption = corruption
         self.loss_fn = loss_fn
 
     @property
@@ -236,14 +246,13 @@ class ContextEncoder(SSLMethod):
             raise ValueError(f"mask_fraction must be in (0, 1], got {mask_fraction}")
         if not (fill == "mean" or isinstance(fill, (int, float))):
             raise ValueError(f"fill must be a number or 'mean', got {fill!r}")
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.decoder = decoder if decoder is not None else ConvDecoder(in_channels, widths)
+        self.num_blocks = check_number("num_blocks", num_blocks, low=1, integer=True)
+        self.lambda_rec, self.lambda_adv = check_number("lambda_rec", lambda_rec, low=0), check_number("lambda_adv", lambda_adv, low=0)
+        _init_autoencoder(self, encoder, decoder, in_channels, widths)
         self.mask = mask
         self.mask_fraction = float(mask_fraction)
-        self.num_blocks = num_blocks
         self.fill = fill
         self.adversarial = adversarial
-        self.lambda_rec, self.lambda_adv = lambda_rec, lambda_adv
         if adversarial:
             self.discriminator = discriminator if discriminator is not None else ContextDiscriminator(in_channels, widths)
         elif discriminator is not None:
@@ -398,8 +407,7 @@ class SuperResolution(SSLMethod):
             raise ValueError(f"factor must be an int >= 2, got {factor!r}")
         if upsample not in ("bilinear", "nearest"):
             raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {upsample!r}")
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.decoder = decoder if decoder is not None else ConvDecoder(in_channels, widths)
+        _init_autoencoder(self, encoder, decoder, in_channels, widths)
         self.factor = factor
         self.upsample = upsample
 

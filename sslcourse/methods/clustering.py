@@ -15,12 +15,13 @@ one epoch has nothing to do with cluster 7 of the next.
 - :func:`fix_empty_clusters`: the paper's recipe for empty clusters.
 - :func:`cluster_features`: all of the above plus scikit-learn's k-means.
 - :func:`balanced_cluster_sampler_indices`: uniform over clusters, then within one.
-- :class:`DeepCluster`: the method, for :func:`sslcourse.fit`.
+- :class:`DeepCluster`: the method, for :func:`sslcourse.fit`; it clusters in
+  its epoch hook, :meth:`DeepCluster.on_epoch_start`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,8 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import augment as aug
 from ..data import ImageDataset
-from ..nets import ConvEncoder
-from .base import SSLMethod
+from .base import SSLMethod, check_number
 
 __all__ = [
     "preprocess_features",
@@ -243,21 +243,38 @@ class DeepCluster(SSLMethod):
     How it fits :func:`sslcourse.fit`: k-means needs the features of the whole
     training set, which a batch does not give. So the method is built with the
     training images and keeps them (a non-persistent buffer: it moves to the
-    training device with the method and stays out of checkpoints). Every
-    :meth:`recluster_interval` steps (one epoch, N // batch size, but at
-    least ``min_recluster_steps``) the training step calls :meth:`recluster`,
-    which encodes every stored image
-    (encoder in eval mode, no gradients), runs :func:`cluster_features`
-    (PCA to ``pca_dim`` with whitening, L2 normalisation, k-means with
-    ``num_clusters`` clusters, empty clusters split), stores the cluster
-    indices as pseudo-labels, re-initialises the classifier head in place and
-    logs the NMI with the previous clustering. Each step then ignores the
-    loader's images and labels (only their number and device matter) and
-    draws its own batch of the same size from the stored images, balanced over
-    clusters (:func:`balanced_cluster_sampler_indices`), augments it, and
-    minimises the cross-entropy of ``head(encoder(x))`` against the
-    pseudo-labels. Pass :func:`sslcourse.fit` the same data: it sets the batch
-    size, the device and the steps per epoch.
+    training device with the method and stays out of checkpoints). Before each
+    epoch ``fit`` calls :meth:`on_epoch_start`, which clusters
+    (:meth:`recluster`): it encodes every stored image (encoder in eval mode,
+    no gradients), runs :func:`cluster_features` (PCA to ``pca_dim`` with
+    whitening, L2 normalisation, k-means with ``num_clusters`` clusters, empty
+    clusters split), stores the cluster indices as pseudo-labels, logs the NMI
+    with the previous clustering and re-initialises the classifier head. It
+    returns the head's parameters, so that ``fit`` also drops their optimizer
+    state (Adam's moment estimates were built for the old classifier). Each
+    step then ignores the loader's images and labels (only their number and
+    device matter) and draws its own batch of the same size from the stored
+    images, balanced over clusters (:func:`balanced_cluster_sampler_indices`),
+    augments it, and minimises the cross-entropy of ``head(encoder(x))``
+    against the pseudo-labels. Pass :func:`sslcourse.fit` the same data: it
+    sets the batch size, the device and the epochs.
+
+    When it clusters: before the first epoch, then before every epoch that
+    starts at least ``min_recluster_steps`` applied steps after the last
+    clustering. ``min_recluster_steps=1`` clusters before every epoch, as the
+    paper does. The default, 50, is for small data sets: after each
+    clustering the classifier starts from scratch and needs some tens of
+    steps to learn the new pseudo-labels before its gradients say anything
+    useful about the features. An ImageNet epoch is thousands of steps; a
+    digits epoch at batch 128 is 11, so on digits the method clusters every
+    5th epoch (every 55 steps). Measured on digits (50 s on one CPU thread,
+    linear probe at 10% labels on the encoder output), with step-based
+    clustering: every 11 steps left the classifier at chance and the features
+    below random init (85% against 86%), every 50 steps gave 95-97%.
+
+    The pseudo-labels (``assignments``), the applied steps (``step``), the
+    number of clusterings, the step of the last one and the last NMI are
+    buffers, so a checkpoint resumes with them, also in the middle of an epoch.
 
     What we keep from the paper: PCA + whitening + L2 normalisation, k-means
     every epoch, the empty-cluster fix, uniform sampling over clusters, the
@@ -265,26 +282,6 @@ class DeepCluster(SSLMethod):
     resized crops). What we leave out: the Sobel filter on the input (for
     color images; digits are gray) and the MLP between encoder and classifier
     (the head is one linear layer on the flattened encoder output).
-
-    Why at least ``min_recluster_steps`` (50) between clusterings: after each
-    clustering the classifier starts from scratch and needs some tens of steps
-    to learn the new pseudo-labels before its gradients say anything useful
-    about the features. An ImageNet epoch is thousands of steps; a digits
-    epoch at batch 128 is 11. Measured on digits (50 s on one CPU thread,
-    linear probe at 10% labels on the encoder output): reclustering every 11
-    steps left the classifier at chance and the features below random init
-    (85% against 86%), every 50 steps gave 95-97%.
-
-    The head is re-initialised with ``reset_parameters()``, in place, so the
-    optimizer that :func:`sslcourse.fit` built keeps holding the same tensors.
-    That optimizer's state for the head (Adam's moment estimates) was built for
-    the old classifier and is stale for a few dozen steps after each
-    clustering; ``fit`` owns the optimizer, so the method cannot reset it.
-    Measured on digits (250 steps, 2 seeds): with the head's Adam state
-    cleared at each clustering the classifier relearns the pseudo-labels a
-    little faster (3-6 points more accuracy in the 10 steps after a
-    clustering), and the linear probe of the encoder is the same (within 0.5
-    points).
 
     Args:
         images: the training images: an ImageDataset or uint8 (N, C, H, W).
@@ -294,10 +291,7 @@ class DeepCluster(SSLMethod):
             ImageNet); on digits (10 classes, 1,437 training images) 30
             did as well as 100 and better than 10.
         pca_dim: dimensions kept by the PCA (None: no PCA, no whitening).
-        recluster_every: steps between clusterings; None for
-            :meth:`recluster_interval`'s rule.
-        min_recluster_steps: the fewest steps between clusterings when
-            ``recluster_every`` is None.
+        min_recluster_steps: the fewest applied steps between two clusterings.
         augment: ``x -> x'`` on float batches, or None; default
             :func:`deepcluster_augment`.
         kmeans_iter: Lloyd iterations per clustering.
@@ -317,7 +311,6 @@ class DeepCluster(SSLMethod):
         widths: tuple[int, int] = (32, 64),
         num_clusters: int = 30,
         pca_dim: int | None = 32,
-        recluster_every: int | None = None,
         min_recluster_steps: int = 50,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = deepcluster_augment,
         kmeans_iter: int = 100,
@@ -330,42 +323,29 @@ class DeepCluster(SSLMethod):
             raise TypeError(f"DeepCluster needs the training images, an ImageDataset or uint8 (N, C, H, W); got {got}")
         if not isinstance(num_clusters, int) or not 2 <= num_clusters <= len(data):
             raise ValueError(f"num_clusters must be an int in 2..N = {len(data)}, got {num_clusters!r}")
-        if recluster_every is not None and (not isinstance(recluster_every, int) or recluster_every < 1):
-            raise ValueError(f"recluster_every must be a positive int or None, got {recluster_every!r}")
-        if not isinstance(min_recluster_steps, int) or min_recluster_steps < 1:
-            raise ValueError(f"min_recluster_steps must be a positive int, got {min_recluster_steps!r}")
-        self.encoder = encoder if encoder is not None else ConvEncoder(data.shape[1], widths)
+        self.pca_dim = check_number("pca_dim", pca_dim, low=1, integer=True, allow_none=True)
+        self.min_recluster_steps = check_number("min_recluster_steps", min_recluster_steps, low=1, integer=True)
+        self.kmeans_iter = check_number("kmeans_iter", kmeans_iter, low=1, integer=True)
+        self.seed = check_number("seed", seed, low=0, integer=True)
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be a function x -> x' or None, got {type(augment).__name__}")
+        self.init_encoder(encoder, in_channels=data.shape[1], widths=widths)
         self.register_buffer("images", data, persistent=False)
-        # the pseudo-labels; -1 until the first clustering. Persistent, so a checkpoint resumes with them.
-        self.register_buffer("assignments", torch.full((len(data),), -1, dtype=torch.int64))
         self.num_clusters = num_clusters
-        self.pca_dim = pca_dim
-        self.recluster_every = recluster_every
-        self.min_recluster_steps = min_recluster_steps
         self.augment = augment
-        self.kmeans_iter = kmeans_iter
-        self.seed = seed
-        self.head = nn.Linear(self._feature_dim(), num_clusters)
-        self.steps = 0  # training steps taken
-        self.clusterings = 0  # clusterings done
-        self.last_clustered = -1  # the step of the last clustering
-        self.nmi_prev = float("nan")
+        self.head = nn.Linear(self.feature_dim(tuple(data.shape[-2:])), num_clusters)
+        # the pseudo-labels, -1 until the first clustering, and the clustering schedule: all in the state dict
+        self.register_buffer("assignments", torch.full((len(data),), -1, dtype=torch.int64))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # applied training steps
+        self.register_buffer("clusterings", torch.zeros((), dtype=torch.long))  # clusterings done
+        self.register_buffer("last_clustered", torch.full((), -1, dtype=torch.long))  # the step of the last one
+        self.register_buffer("nmi_prev", torch.full((), float("nan")))  # NMI of the last two clusterings
 
-    def _feature_dim(self) -> int:
-        was_training = self.encoder.training
-        try:
-            with torch.no_grad():
-                return self.encoder.eval()(self.images[:2].float().div(255)).flatten(1).shape[1]
-        finally:
-            self.encoder.train(was_training)
-
-    # the counters travel in the state dict, so that fit's checkpoints resume the schedule
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"steps": self.steps, "clusterings": self.clusterings, "last_clustered": self.last_clustered, "nmi_prev": self.nmi_prev}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.steps, self.clusterings = state["steps"], state["clusterings"]
-        self.last_clustered, self.nmi_prev = state["last_clustered"], state["nmi_prev"]
+    def extra_repr(self) -> str:
+        return (
+            f"{len(self.images)} images, num_clusters={self.num_clusters}, pca_dim={self.pca_dim}, "
+            f"min_recluster_steps={self.min_recluster_steps}, clusterings={int(self.clusterings)}"
+        )
 
     @torch.no_grad()
     def features(self, batch_size: int = 512) -> torch.Tensor:
@@ -390,6 +370,7 @@ class DeepCluster(SSLMethod):
         with at most ``torch.get_num_threads()`` threads.
         """
         previous = self.assignments.cpu()
+        count = int(self.clusterings)
         features = self.features()
         # scikit-learn's BLAS and OpenMP threads follow torch's setting: with torch.set_num_threads(1)
         # on a busy CPU, competing BLAS threads can make PCA and k-means 10-100x slower
@@ -399,28 +380,33 @@ class DeepCluster(SSLMethod):
                 self.num_clusters,
                 pca_dim=self.pca_dim,
                 max_iter=self.kmeans_iter,
-                seed=self.seed * 1_000_003 + self.clusterings,
-                generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.clusterings),
+                seed=self.seed * 1_000_003 + count,
+                generator=torch.Generator().manual_seed(self.seed * 1_000_003 + count),
             )
-        if self.clusterings > 0:
-            self.nmi_prev = float(normalized_mutual_info_score(previous.numpy(), assignments.numpy()))
+        if count > 0:
+            self.nmi_prev.fill_(normalized_mutual_info_score(previous.numpy(), assignments.numpy()))
         self.assignments.copy_(assignments)
         self.head.reset_parameters()
         self.clusterings += 1
-        self.last_clustered = self.steps
+        self.last_clustered.copy_(self.step)
         return self.assignments
 
-    def recluster_interval(self, batch_size: int) -> int:
-        """Steps between clusterings: ``recluster_every`` if given, else one epoch
-        (N // batch_size) or ``min_recluster_steps``, whichever is longer."""
-        if self.recluster_every is not None:
-            return self.recluster_every
-        return max(1, len(self.images) // batch_size, self.min_recluster_steps)
+    def on_epoch_start(self, epoch: int) -> list[nn.Parameter]:
+        """Before each epoch: cluster if there are no pseudo-labels yet or at least
+        ``min_recluster_steps`` steps were applied since the last clustering. Returns
+        the re-initialised head's parameters (fit drops their optimizer state), or []."""
+        if self.clusterings > 0 and self.step - self.last_clustered < self.min_recluster_steps:
+            return []
+        self.recluster()
+        return list(self.head.parameters())
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.clusterings == 0:
+            raise RuntimeError(
+                "DeepCluster has no pseudo-labels yet: sslcourse.fit clusters in on_epoch_start before every epoch; "
+                "outside fit, call method.on_epoch_start(0) (or method.recluster()) before the first training_step"
+            )
         batch_size = batch[0].shape[0]
-        if self.clusterings == 0 or self.steps - self.last_clustered >= self.recluster_interval(batch_size):
-            self.recluster()
         idx = balanced_cluster_sampler_indices(self.assignments, batch_size)
         x = self.images[idx].float().div(255)
         if self.augment is not None:
@@ -428,12 +414,9 @@ class DeepCluster(SSLMethod):
         targets = self.assignments[idx]
         logits = self.head(self.encoder(x).flatten(1)).float()
         loss = F.cross_entropy(logits, targets)
-        self.steps += 1
         acc = (logits.detach().argmax(1) == targets).float().mean()
-        return {"loss": loss, "acc": acc, "nmi_prev": torch.tensor(self.nmi_prev)}
+        return {"loss": loss, "acc": acc, "nmi_prev": self.nmi_prev.clone()}
 
-    def extra_repr(self) -> str:
-        return (
-            f"{len(self.images)} images, num_clusters={self.num_clusters}, pca_dim={self.pca_dim}, "
-            f"recluster_every={self.recluster_every or 'epoch, min ' + str(self.min_recluster_steps)}, clusterings={self.clusterings}"
-        )
+    def after_step(self, out: dict[str, torch.Tensor]) -> None:
+        """Count the applied step (the clustering schedule's clock)."""
+        self.step += 1

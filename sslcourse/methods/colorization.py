@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .. import color, losses
 from ..nets import ConvDecoder, ConvEncoder, conv_bn_relu
-from .base import SSLMethod
+from .base import SSLMethod, check_number
 
 __all__ = ["LabEncoder", "Colorization", "SplitBrain", "to_lab_inputs", "AB_SCALE"]
 
@@ -84,6 +84,8 @@ class Colorization(SSLMethod):
             None and ``rebalance`` is on, the method counts the bins of every
             batch it trains on and uses the counts so far (after one epoch, the
             training set's distribution); :meth:`set_prior` sets it from a dataset.
+            The prior (``bin_counts``) and whether it is fixed (``prior_fixed``) are
+            buffers, so checkpoints keep them.
 
     ``encoder`` is a :class:`LabEncoder` reading L. ``training_step`` returns
     ``{"loss"}`` (and ``"ab_mse"``, the error of the decoded colours, in ab units).
@@ -103,6 +105,9 @@ class Colorization(SSLMethod):
         super().__init__()
         if loss not in ("regression", "classification"):
             raise ValueError(f"loss must be 'regression' or 'classification', got {loss!r}")
+        check_number("grid_size", grid_size, low=0, low_open=True)
+        check_number("mix", mix, low=0, high=1)
+        check_number("temperature", temperature, low=0, low_open=True)
         self.loss_kind, self.rebalance, self.mix, self.temperature = loss, rebalance, mix, temperature
         self.encoder = LabEncoder(L=ConvEncoder(1, widths))
         if loss == "regression":
@@ -110,6 +115,8 @@ class Colorization(SSLMethod):
         else:
             self.register_buffer("bins", color.ab_gamut_bins(grid_size))
             self.register_buffer("bin_counts", torch.zeros(len(self.bins)))
+            # True once set_prior fixed the prior; until then training counts the bins it sees
+            self.register_buffer("prior_fixed", torch.tensor(False))
             # as in the paper, the class distribution is predicted at a quarter of the resolution
             # (the encoder's), then decoded and upsampled: 16 times cheaper than per pixel
             self.decoder = nn.Sequential(
@@ -138,7 +145,7 @@ class Colorization(SSLMethod):
             ab = torch.cat([to_lab_inputs(images[i : i + 256])[1] for i in range(0, len(images), 256)]) * AB_SCALE
             counts = color.ab_prior(ab, self.bins.cpu())
         self.bin_counts.copy_(counts.to(self.bin_counts) / counts.sum())
-        self._prior_fixed = True
+        self.prior_fixed.fill_(True)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The decoder's output: ab / 110 (B, 2, H, W) for regression; bin logits (B, Q, H/4, W/4)
@@ -175,7 +182,7 @@ class Colorization(SSLMethod):
         target = color.soft_encode_ab(ab_units, self.bins)
         weights = None
         if self.rebalance:
-            if not getattr(self, "_prior_fixed", False):
+            if not self.prior_fixed:
                 self.bin_counts += torch.bincount(target.argmax(1).flatten(), minlength=self.num_bins).to(self.bin_counts)
             prior = self.bin_counts / self.bin_counts.sum()
             pixel_weights = color.rebalancing_weights(prior, mix=self.mix)

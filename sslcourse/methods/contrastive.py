@@ -13,17 +13,14 @@ what the loss makes invariant (colour, crop), the encoder keeps it.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import losses
 from ..augment import ContrastiveViews
-from ..nets import ConvEncoder, MLPHead, momentum_update
-from .base import SSLMethod
-from .pretext import _check_image_size, _encoder_channels, _feature_dim
+from ..nets import MLPHead
+from .base import SSLMethod, check_number, frozen_copy, views_or_default
 
 __all__ = ["positive_accuracy", "SimCLR", "MoCo"]
 
@@ -42,10 +39,6 @@ def positive_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     sims.fill_diagonal_(float("-inf"))
     partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
     return (sims.argmax(dim=1) == partner).float().mean()
-
-
-def _views_or_default(views: ContrastiveViews | None, image_size: int) -> ContrastiveViews:
-    return views if views is not None else ContrastiveViews(image_size)
 
 
 class SimCLR(SSLMethod):
@@ -84,13 +77,11 @@ class SimCLR(SSLMethod):
         views: ContrastiveViews | None = None,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.in_channels = _encoder_channels(encoder, in_channels)
-        self.image_size, self.temperature = image_size, temperature
-        self.views = _views_or_default(views, image_size)
-        dim = _feature_dim(self.encoder, self.in_channels, image_size, "images")
+        self.temperature = check_number("temperature", temperature, low=0, low_open=True)
+        check_number("projection_layers", projection_layers, low=0, integer=True)
+        self.init_encoder(encoder, in_channels=in_channels, widths=widths, image_size=image_size)
+        self.views = views_or_default(views, image_size)
+        dim = self.feature_dim()
         self.projector = (
             MLPHead(dim, projection_dim, hidden_dim=hidden_dim, num_layers=projection_layers)
             if projection_layers > 0
@@ -103,7 +94,7 @@ class SimCLR(SSLMethod):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_image_size(self, x)
+        self.check_images(x)
         v1, v2 = self.views.pair(x)
         z1, z2 = self(torch.cat([v1, v2])).chunk(2)
         return {"loss": losses.nt_xent(z1, z2, self.temperature), "accuracy": positive_accuracy(z1, z2)}
@@ -117,8 +108,8 @@ class MoCo(SSLMethod):
 
     A query encoder (``encoder`` + ``projector``) is trained by gradient; a key
     encoder of the same shape follows it by momentum,
-    ``key <- m * key + (1 - m) * query`` (:func:`~sslcourse.nets.momentum_update`),
-    and never receives a gradient. Each step encodes one view of every image
+    ``key <- m * key + (1 - m) * query`` (:meth:`~SSLMethod.update_momentum` on
+    :meth:`momentum_pairs`), and never receives a gradient. Each step encodes one view of every image
     as queries and another as keys, scores each query against its own key
     (the positive) and against the ``queue_size`` keys of earlier batches
     (the negatives), and applies InfoNCE. The new keys then enter the queue
@@ -140,8 +131,9 @@ class MoCo(SSLMethod):
         key_bn_splits: groups for the key encoder's batch norm (1 turns the shuffle off).
         views: the augmentation; default ``ContrastiveViews(image_size)`` (v2's, without blur on small images).
 
-    ``training_step`` returns ``{"loss", "accuracy"}``, accuracy being how
-    often the positive key scores above every queued negative.
+    ``training_step`` returns ``{"loss", "accuracy", "keys"}``, accuracy being
+    how often the positive key scores above every queued negative; ``after_step``
+    enqueues the keys (B, projection_dim) once the optimizer has applied the step.
     """
 
     def __init__(
@@ -161,30 +153,24 @@ class MoCo(SSLMethod):
         views: ContrastiveViews | None = None,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        if queue_size < 1 or key_bn_splits < 1:
-            raise ValueError(f"queue_size and key_bn_splits must be >= 1, got {queue_size} and {key_bn_splits}")
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.in_channels = _encoder_channels(encoder, in_channels)
-        self.image_size, self.temperature, self.momentum = image_size, temperature, momentum
-        self.key_bn_splits = key_bn_splits
-        self.views = _views_or_default(views, image_size)
-        dim = _feature_dim(self.encoder, self.in_channels, image_size, "images")
-        self.projector = MLPHead(dim, projection_dim, hidden_dim=hidden_dim, num_layers=2 if mlp_head else 1)
-        self.key_encoder = copy.deepcopy(self.encoder)
-        self.key_projector = copy.deepcopy(self.projector)
-        for p in [*self.key_encoder.parameters(), *self.key_projector.parameters()]:
-            p.requires_grad_(False)
+        self.temperature = check_number("temperature", temperature, low=0, low_open=True)
+        self.momentum = check_number("momentum", momentum, low=0, high=1)
+        check_number("queue_size", queue_size, low=1, integer=True)
+        self.key_bn_splits = check_number("key_bn_splits", key_bn_splits, low=1, integer=True)
+        self.init_encoder(encoder, in_channels=in_channels, widths=widths, image_size=image_size)
+        self.views = views_or_default(views, image_size)
+        self.projector = MLPHead(self.feature_dim(), projection_dim, hidden_dim=hidden_dim, num_layers=2 if mlp_head else 1)
+        self.key_encoder = frozen_copy(self.encoder)
+        self.key_projector = frozen_copy(self.projector)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, projection_dim), dim=1))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
-        self._pending_keys: torch.Tensor | None = None
 
     @property
     def queue_size(self) -> int:
         return self.queue.shape[0]
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.encoder, self.key_encoder), (self.projector, self.key_projector)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Query embeddings: (B, C, H, W) -> (B, projection_dim)."""
@@ -208,14 +194,16 @@ class MoCo(SSLMethod):
             raise ValueError(f"enqueue: keys must be (B, {self.queue.shape[1]}); got {tuple(keys.shape)}")
         if b > k:
             raise ValueError(f"enqueue: a batch of {b} keys does not fit a queue of {k}; use queue_size >= batch size")
-        start = int(self.queue_pointer)
-        rows = (start + torch.arange(b, device=self.queue.device)) % k
+        rows = (self.queue_pointer + torch.arange(b, device=self.queue.device)) % k  # on the device: no sync
         self.queue[rows] = keys.detach().to(self.queue.dtype)
-        self.queue_pointer.fill_((start + b) % k)
+        self.queue_pointer.copy_((self.queue_pointer + b) % k)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_image_size(self, x)
+        self.check_images(x)
+        if x.shape[0] > self.queue_size:
+            raise ValueError(f"MoCo: a batch of {x.shape[0]} images does not fit a queue of {self.queue_size} keys; "
+                             "use queue_size >= batch size")
         view_q, view_k = self.views.pair(x)
         q = self(view_q)
         k = self.encode_keys(view_k)
@@ -225,16 +213,12 @@ class MoCo(SSLMethod):
             qn = F.normalize(q.float(), dim=1)
             positive = (qn * k).sum(dim=1)
             accuracy = (positive > (qn @ negatives.T).amax(dim=1)).float().mean()
-        self._pending_keys = k
-        return {"loss": loss, "accuracy": accuracy}
+        return {"loss": loss, "accuracy": accuracy, "keys": k}
 
-    def after_step(self) -> None:
-        """Move the key encoder towards the query encoder, then enqueue this step's keys."""
-        momentum_update(self.key_encoder, self.encoder, self.momentum)
-        momentum_update(self.key_projector, self.projector, self.momentum)
-        if self._pending_keys is not None:
-            self.enqueue(self._pending_keys)
-            self._pending_keys = None
+    def after_step(self, out: dict[str, torch.Tensor]) -> None:
+        """Move the key encoder and head towards the query encoder and head, then enqueue this step's keys."""
+        self.update_momentum(self.momentum)
+        self.enqueue(out["keys"])
 
     def extra_repr(self) -> str:
         return (

@@ -21,8 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..augment import _check_batch, random_translate
-from .base import SSLMethod
-from .pretext import _check_image_size
+from .base import SSLMethod, check_number
 
 __all__ = ["overlapping_patches", "PatchEncoder", "RowContext", "CPC"]
 
@@ -158,8 +157,11 @@ class CPC(SSLMethod):
         max_shift: int = 1,
     ) -> None:
         super().__init__()
-        self.encoder = PatchEncoder(in_channels, dim, width, patch_size, stride, norm)
-        self.in_channels, self.image_size, self.max_shift = in_channels, image_size, max_shift
+        check_number("image_size", image_size, low=1, integer=True)
+        check_number("patch_size", patch_size, low=1, high=image_size, integer=True)
+        check_number("stride", stride, low=1, integer=True)
+        self.max_shift = check_number("max_shift", max_shift, low=0, integer=True)
+        self.init_encoder(PatchEncoder(in_channels, dim, width, patch_size, stride, norm), image_size=image_size)
         self.grid_size = (image_size - patch_size) // stride + 1
         if steps < 1 or steps >= self.grid_size:
             raise ValueError(f"steps must be in 1..{self.grid_size - 1} for a {self.grid_size}-row grid; got {steps}")
@@ -169,7 +171,7 @@ class CPC(SSLMethod):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_image_size(self, x)
+        self.check_images(x)
         if self.max_shift:
             x = random_translate(x, self.max_shift)
         z = self.encoder(x)  # (B, D, G, G)

@@ -24,20 +24,20 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..augment import ContrastiveViews
-from ..nets import ConvEncoder, MLPHead, momentum_update
-from .base import SSLMethod
-from .pretext import _check_image_size, _encoder_channels, _feature_dim
+from ..nets import MLPHead
+from .base import SSLMethod, check_number, frozen_copy, views_or_default
 
 __all__ = ["cosine_momentum", "BYOL", "DINOHead", "DINO"]
 
 
-def cosine_momentum(step: int, base: float, final: float = 1.0, total_steps: int | None = None) -> float:
+def cosine_momentum(step: int | torch.Tensor, base: float, final: float = 1.0, total_steps: int | None = None) -> float:
     """The momentum of BYOL's and DINO's target after ``step`` steps (Grill et al. 2020, implementation details)::
 
         tau = final - (final - base) * (cos(pi * step / total_steps) + 1) / 2
 
     It starts at ``base`` and rises to ``final`` at ``total_steps`` (and stays there).
-    ``total_steps=None`` keeps it at ``base``.
+    ``total_steps=None`` keeps it at ``base`` (without reading ``step``, which
+    may be a counter on a GPU: reading it waits for the GPU).
     """
     if not 0.0 <= base <= 1.0 or not 0.0 <= final <= 1.0:
         raise ValueError(f"momentum values must be in [0, 1], got base={base}, final={final}")
@@ -45,16 +45,8 @@ def cosine_momentum(step: int, base: float, final: float = 1.0, total_steps: int
         return base
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1 or None, got {total_steps}")
-    progress = min(step, total_steps) / total_steps
+    progress = min(int(step), total_steps) / total_steps
     return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
-
-
-def _frozen_copy(module: nn.Module) -> nn.Module:
-    """A copy that never receives a gradient (a target or teacher network)."""
-    twin = copy.deepcopy(module)
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    return twin
 
 
 class BYOL(SSLMethod):
@@ -97,17 +89,15 @@ class BYOL(SSLMethod):
         views: ContrastiveViews | None = None,
     ) -> None:
         super().__init__()
-        cosine_momentum(0, momentum, 1.0, momentum_steps)  # validates
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.in_channels = _encoder_channels(encoder, in_channels)
-        self.image_size, self.momentum, self.momentum_steps = image_size, momentum, momentum_steps
-        self.views = views if views is not None else ContrastiveViews(image_size)
-        dim = _feature_dim(self.encoder, self.in_channels, image_size, "images")
-        self.projector = MLPHead(dim, projection_dim, hidden_dim=hidden_dim, num_layers=2)
+        self.momentum = check_number("momentum", momentum, low=0, high=1)
+        self.momentum_steps = check_number("momentum_steps", momentum_steps, low=1, integer=True, allow_none=True)
+        self.init_encoder(encoder, in_channels=in_channels, widths=widths, image_size=image_size)
+        self.views = views_or_default(views, image_size)
+        self.projector = MLPHead(self.feature_dim(), projection_dim, hidden_dim=hidden_dim, num_layers=2)
         self.predictor = MLPHead(projection_dim, projection_dim, hidden_dim=hidden_dim, num_layers=2) if predictor else nn.Identity()
-        self.target_encoder = _frozen_copy(self.encoder)
-        self.target_projector = _frozen_copy(self.projector)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.target_encoder = frozen_copy(self.encoder)
+        self.target_projector = frozen_copy(self.projector)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # applied steps: the schedule's position
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Online projections: (B, C, H, W) -> (B, projection_dim)."""
@@ -118,12 +108,16 @@ class BYOL(SSLMethod):
         """Target projections, no gradient: (B, C, H, W) -> (B, projection_dim)."""
         return self.target_projector(self.target_encoder(x).flatten(1))
 
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
+
     def current_momentum(self) -> float:
-        return cosine_momentum(int(self.step), self.momentum, 1.0, self.momentum_steps)
+        """The target's momentum for the next update: :func:`cosine_momentum` after ``step`` applied steps."""
+        return cosine_momentum(self.step, self.momentum, 1.0, self.momentum_steps)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_image_size(self, x)
+        self.check_images(x)
         v1, v2 = self.views.pair(x)
         both = torch.cat([v1, v2])
         z1, z2 = self(both).chunk(2)  # online projections of view 1 and view 2
@@ -134,11 +128,9 @@ class BYOL(SSLMethod):
             spread = F.normalize(z1.float(), dim=1).std(dim=0).mean() * math.sqrt(z1.shape[1])
         return {"loss": loss, "spread": spread}
 
-    def after_step(self) -> None:
-        """Move the target towards the online network by the scheduled momentum."""
-        m = self.current_momentum()
-        momentum_update(self.target_encoder, self.encoder, m)
-        momentum_update(self.target_projector, self.projector, m)
+    def after_step(self, out: dict[str, torch.Tensor]) -> None:
+        """Move the target towards the online network by the scheduled momentum; count the step."""
+        self.update_momentum(self.current_momentum())
         self.step += 1
 
     def extra_repr(self) -> str:
@@ -198,10 +190,12 @@ class DINO(SSLMethod):
         momentum, momentum_steps: the teacher's momentum and its cosine schedule to 1.
         views: the augmentation of a global crop (its crop_scale is replaced by the scales above).
 
-    ``training_step`` returns ``{"loss", "teacher_entropy", "spread"}``: the mean
-    entropy of the teacher's distributions (0 when each is one-hot, log out_dim
-    when uniform) and the standard deviation of the teacher's probabilities over
-    the batch, summed over the outputs (0 when every image gets the same output).
+    ``training_step`` returns ``{"loss", "teacher_entropy", "spread", "teacher_mean"}``:
+    the mean entropy of the teacher's distributions (0 when each is one-hot, log
+    out_dim when uniform), the standard deviation of the teacher's probabilities
+    over the batch, summed over the outputs (0 when every image gets the same
+    output), and the teacher's mean logits over the batch (out_dim,), which
+    ``after_step`` moves the center towards once the optimizer has applied the step.
     """
 
     def __init__(
@@ -228,37 +222,33 @@ class DINO(SSLMethod):
         views: ContrastiveViews | None = None,
     ) -> None:
         super().__init__()
-        for name, t in (("student_temp", student_temp), ("teacher_temp", teacher_temp)):
-            if not t > 0:
-                raise ValueError(f"{name} must be positive, got {t}")
-        if warmup_teacher_temp is not None and not warmup_teacher_temp > 0:
-            raise ValueError(f"warmup_teacher_temp must be positive, got {warmup_teacher_temp}")
-        if not 0.0 <= center_momentum <= 1.0:
-            raise ValueError(f"center_momentum must be in [0, 1], got {center_momentum}")
-        if local_crops < 0 or warmup_steps < 0:
-            raise ValueError(f"local_crops and warmup_steps must be >= 0, got {local_crops} and {warmup_steps}")
-        cosine_momentum(0, momentum, 1.0, momentum_steps)  # validates
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.in_channels = _encoder_channels(encoder, in_channels)
-        self.image_size = image_size
-        self.local_crops = local_crops
-        self.student_temp, self.teacher_temp = student_temp, teacher_temp
+        self.student_temp = check_number("student_temp", student_temp, low=0, low_open=True)
+        self.teacher_temp = check_number("teacher_temp", teacher_temp, low=0, low_open=True)
+        check_number("warmup_teacher_temp", warmup_teacher_temp, low=0, low_open=True, allow_none=True)
+        self.warmup_steps = check_number("warmup_steps", warmup_steps, low=0, integer=True)
+        self.center_momentum = check_number("center_momentum", center_momentum, low=0, high=1)
+        self.local_crops = check_number("local_crops", local_crops, low=0, integer=True)
+        self.momentum = check_number("momentum", momentum, low=0, high=1)
+        self.momentum_steps = check_number("momentum_steps", momentum_steps, low=1, integer=True, allow_none=True)
+        for name, scale in (("global_scale", global_scale), ("local_scale", local_scale)):
+            if not (isinstance(scale, (tuple, list)) and len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high <= 1, got {scale!r}")
+        self.init_encoder(encoder, in_channels=in_channels, widths=widths, image_size=image_size)
         self.warmup_teacher_temp = warmup_teacher_temp if warmup_teacher_temp is not None else teacher_temp
-        self.warmup_steps = warmup_steps
-        self.center_momentum, self.centering = center_momentum, centering
-        self.momentum, self.momentum_steps = momentum, momentum_steps
-        base = views if views is not None else ContrastiveViews(image_size)
+        self.centering = centering
+        base = views_or_default(views, image_size)
         self.global_views = copy.copy(base)
         self.global_views.crop_scale = global_scale
         self.local_views = copy.copy(base)
         self.local_views.crop_scale = local_scale
-        dim = _feature_dim(self.encoder, self.in_channels, image_size, "images")
-        self.head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim)
-        self.teacher_encoder = _frozen_copy(self.encoder)
-        self.teacher_head = _frozen_copy(self.head)
+        self.head = DINOHead(self.feature_dim(), out_dim, hidden_dim, bottleneck_dim)
+        self.teacher_encoder = frozen_copy(self.encoder)
+        self.teacher_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(out_dim))
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self._pending_center: torch.Tensor | None = None
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # applied steps: the schedules' position
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.encoder, self.teacher_encoder), (self.head, self.teacher_head)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Student logits: (B, C, H, W) -> (B, out_dim)."""
@@ -281,7 +271,7 @@ class DINO(SSLMethod):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_image_size(self, x)
+        self.check_images(x)
         b = x.shape[0]
         crops = self.crops(x)
         student = self(torch.cat(crops)).chunk(len(crops))  # one (B, K) per crop
@@ -295,22 +285,21 @@ class DINO(SSLMethod):
             probs = F.softmax((logits - center) / t_temp, dim=1)
             entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1).mean()
             spread = probs[:b].std(dim=0).sum()
-            self._pending_center = logits.mean(dim=0)
-        return {"loss": loss, "teacher_entropy": entropy, "spread": spread}
+        return {"loss": loss, "teacher_entropy": entropy, "spread": spread, "teacher_mean": logits.mean(dim=0)}
 
     @torch.no_grad()
     def update_center(self, batch_center: torch.Tensor) -> None:
         """c <- m * c + (1 - m) * batch_center, with m = ``center_momentum``."""
         self.center.mul_(self.center_momentum).add_(batch_center.to(self.center.dtype), alpha=1.0 - self.center_momentum)
 
-    def after_step(self) -> None:
-        """Move the teacher towards the student, then the center towards this step's teacher outputs."""
-        m = cosine_momentum(int(self.step), self.momentum, 1.0, self.momentum_steps)
-        momentum_update(self.teacher_encoder, self.encoder, m)
-        momentum_update(self.teacher_head, self.head, m)
-        if self._pending_center is not None:
-            self.update_center(self._pending_center)
-            self._pending_center = None
+    def current_momentum(self) -> float:
+        """The teacher's momentum for the next update: :func:`cosine_momentum` after ``step`` applied steps."""
+        return cosine_momentum(self.step, self.momentum, 1.0, self.momentum_steps)
+
+    def after_step(self, out: dict[str, torch.Tensor]) -> None:
+        """Move the teacher towards the student, then the center towards this step's mean teacher output; count the step."""
+        self.update_momentum(self.current_momentum())
+        self.update_center(out["teacher_mean"])
         self.step += 1
 
     def extra_repr(self) -> str:

@@ -14,10 +14,22 @@ import torch.nn as nn
 from .. import losses
 from ..nets import TransformerBlock, VisionTransformer, sincos_position_embedding
 from ..patches import patchify, random_masking, unpatchify
-from .base import SSLMethod
-from .pretext import _check_image_size
+from .base import SSLMethod, check_number
 
 __all__ = ["MAE"]
+
+
+def _check_masks_some_patches(mask_ratio: float, num_patches: int) -> None:
+    """Refuse a ratio that hides no patch (nothing to reconstruct: a NaN loss) or every patch
+    (nothing to encode), for images of ``num_patches`` patches, as :func:`~sslcourse.patches.random_masking` rounds."""
+    visible = int(round((1.0 - mask_ratio) * num_patches))
+    if not 1 <= visible <= num_patches - 1:
+        hidden = num_patches - visible
+        raise ValueError(
+            f"mask_ratio {mask_ratio} hides {hidden} of the {num_patches} patches; it must hide at least 1 and at most "
+            f"{num_patches - 1} (with {num_patches} patches, 1/{num_patches} = {1 / num_patches:.4g} hides one and "
+            f"{num_patches - 1}/{num_patches} = {(num_patches - 1) / num_patches:.4g} leaves one visible)"
+        )
 
 
 class MAE(SSLMethod):
@@ -37,7 +49,8 @@ class MAE(SSLMethod):
     Args:
         encoder: a VisionTransformer; default one with ``image_size``, ``patch_size``,
             ``in_channels``, ``dim``, ``depth``, ``heads``.
-        mask_ratio: the share of patches hidden (0.75 in the paper).
+        mask_ratio: the share of patches hidden (0.75 in the paper), in (0, 1); it must hide
+            at least one patch and leave at least one visible.
         decoder_dim, decoder_depth, decoder_heads: the decoder (512, 8, 16 in the paper).
         norm_pix_loss: normalized-pixel targets.
 
@@ -62,15 +75,14 @@ class MAE(SSLMethod):
         norm_pix_loss: bool = False,
     ) -> None:
         super().__init__()
+        self.mask_ratio = check_number("mask_ratio", mask_ratio, low=0, high=1, low_open=True, high_open=True)
         if encoder is None:
             encoder = VisionTransformer(image_size, patch_size, in_channels, dim, depth, heads)
         if not isinstance(encoder, VisionTransformer):
             raise TypeError(f"MAE needs a VisionTransformer encoder (it encodes a subset of tokens); got {type(encoder).__name__}")
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        self.encoder = encoder
-        self.image_size, self.patch_size, self.in_channels = encoder.image_size, encoder.patch_size, encoder.in_channels
-        self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
+        _check_masks_some_patches(mask_ratio, encoder.num_patches)
+        self.init_encoder(encoder, image_size=encoder.image_size)
+        self.patch_size, self.norm_pix_loss = encoder.patch_size, norm_pix_loss
         self.decoder_embed = nn.Linear(encoder.dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         nn.init.normal_(self.mask_token, std=0.02)
@@ -108,7 +120,7 @@ class MAE(SSLMethod):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_image_size(self, x)
+        self.check_images(x)
         latent, mask, ids_restore = self.forward_encoder(x)
         pred = self.forward_decoder(latent, ids_restore)
         return {"loss": losses.masked_mse(pred, self.targets(x), mask)}

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from .. import augment, patches
 from ..augment import _check_batch as _check_images, _rand
-from ..nets import ConvEncoder, MLPHead
-from .base import SSLMethod
+from ..nets import MLPHead
+from .base import SSLMethod, accuracy, check_number
 
 __all__ = [
     "rotate",
@@ -154,30 +154,6 @@ _COLOR_DEFENSES = {"drop": drop_color_channels, "project": project_color}
 
 
 # ------------------------------------------------------------------ helpers
-def _feature_dim(encoder: nn.Module, in_channels: int, size: int, what: str) -> int:
-    """The flattened output size of ``encoder`` on one (1, in_channels, size, size) input."""
-    param = next(encoder.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = encoder.training
-    try:
-        with torch.no_grad():
-            return encoder.eval()(torch.zeros(1, in_channels, size, size, device=device)).flatten(1).shape[1]
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(f"the encoder cannot encode {what} of {size} x {size} pixels: {error}") from error
-    finally:
-        encoder.train(was_training)
-
-
-def _encoder_channels(encoder: nn.Module | None, in_channels: int) -> int:
-    return getattr(encoder, "in_channels", in_channels) if encoder is not None else in_channels
-
-
-def _check_shift(max_shift: int) -> int:
-    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
-        raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
-    return max_shift
-
-
 def _check_permutations(perms, size: int) -> torch.Tensor:
     """A permutation set (P, size), P >= 2, rows distinct permutations of range(size): returned as int64 on the CPU."""
     if not isinstance(perms, torch.Tensor) or perms.dim() != 2 or perms.shape[1] != size or len(perms) < 2:
@@ -193,21 +169,6 @@ def _check_permutations(perms, size: int) -> torch.Tensor:
     if len(perms.unique(dim=0)) < len(perms):
         raise ValueError("permutations: some rows repeat; the jigsaw classes must be distinct permutations")
     return perms.clone()
-
-
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return (logits.detach().argmax(1) == labels).float().mean()
-
-
-def _check_image_size(method: nn.Module, x: torch.Tensor) -> None:
-    name = type(method).__name__
-    _check_images(x, f"{name}.training_step")
-    h, w = x.shape[-2:]
-    if (h, w) != (method.image_size, method.image_size):
-        raise ValueError(
-            f"{name} was built for {method.image_size} x {method.image_size} images; got {h} x {w}. "
-            "Pass image_size= to match the data"
-        )
 
 
 # ------------------------------------------------------------------ methods
@@ -259,13 +220,11 @@ class RotationPrediction(SSLMethod):
         super().__init__()
         if num_rotations not in ROTATIONS:
             raise ValueError(f"num_rotations must be one of {sorted(ROTATIONS)}, got {num_rotations!r}")
-        self.max_shift = _check_shift(max_shift)
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.in_channels = _encoder_channels(encoder, in_channels)
-        self.image_size, self.num_rotations = image_size, num_rotations
+        self.max_shift = check_number("max_shift", max_shift, low=0, integer=True)
+        self.init_encoder(encoder, in_channels=in_channels, widths=widths, image_size=image_size)
+        self.num_rotations = num_rotations
         self.rotate_fn = rotate_fn if rotate_fn is not None else rotate_batch
-        dim = _feature_dim(self.encoder, self.in_channels, image_size, "images")
-        self.head = MLPHead(dim, num_rotations, hidden_dim=hidden_dim, num_layers=head_layers)
+        self.head = MLPHead(self.feature_dim(), num_rotations, hidden_dim=hidden_dim, num_layers=head_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rotation logits: (B, C, H, W) -> (B, num_rotations)."""
@@ -273,12 +232,12 @@ class RotationPrediction(SSLMethod):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_image_size(self, x)
+        self.check_images(x)
         if self.max_shift:
             x = augment.random_translate(x, self.max_shift)
         rotated, labels = self.rotate_fn(x, self.num_rotations)
         logits = self(rotated).float()
-        return {"loss": F.cross_entropy(logits, labels), "accuracy": _accuracy(logits, labels)}
+        return {"loss": F.cross_entropy(logits, labels), "accuracy": accuracy(logits, labels)}
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, num_rotations={self.num_rotations}, max_shift={self.max_shift}"
@@ -339,13 +298,12 @@ class RelativePosition(SSLMethod):
         super().__init__()
         if color_defense is not None and color_defense not in _COLOR_DEFENSES:
             raise ValueError(f"color_defense must be one of {sorted(_COLOR_DEFENSES)} or None, got {color_defense!r}")
-        self.max_shift = _check_shift(max_shift)
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.in_channels = _encoder_channels(encoder, in_channels)
-        self.image_size, self.gap, self.jitter, self.color_defense = image_size, gap, jitter, color_defense
+        self.max_shift = check_number("max_shift", max_shift, low=0, integer=True)
+        self.init_encoder(encoder, in_channels=in_channels, widths=widths, image_size=image_size)
+        self.gap, self.jitter, self.color_defense = gap, jitter, color_defense
         self.pair_fn = pair_fn if pair_fn is not None else patches.relative_position_pairs
         self.tile_size = patches.grid_tile_size(image_size, image_size, 3, gap=gap, jitter=jitter)
-        dim = _feature_dim(self.encoder, self.in_channels, self.tile_size, f"tiles (image_size {image_size}, gap {gap}, jitter {jitter})")
+        dim = self.feature_dim(self.tile_size, what=f"tiles (image_size {image_size}, gap {gap}, jitter {jitter})")
         self.head = MLPHead(2 * dim, 8, hidden_dim=hidden_dim, num_layers=head_layers)
 
     def forward(self, centre: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
@@ -356,14 +314,14 @@ class RelativePosition(SSLMethod):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_image_size(self, x)
+        self.check_images(x)
         if self.max_shift:
             x = augment.random_translate(x, self.max_shift)
         centre, neighbour, labels = self.pair_fn(x, gap=self.gap, jitter=self.jitter)
         if self.color_defense is not None and x.shape[1] == 3:
             centre, neighbour = _COLOR_DEFENSES[self.color_defense](torch.cat([centre, neighbour])).chunk(2)
         logits = self(centre, neighbour).float()
-        return {"loss": F.cross_entropy(logits, labels), "accuracy": _accuracy(logits, labels)}
+        return {"loss": F.cross_entropy(logits, labels), "accuracy": accuracy(logits, labels)}
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, tile_size={self.tile_size}, gap={self.gap}, jitter={self.jitter}, color_defense={self.color_defense}"
@@ -419,10 +377,9 @@ class Jigsaw(SSLMethod):
         shuffle_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
-        self.max_shift = _check_shift(max_shift)
-        self.encoder = encoder if encoder is not None else ConvEncoder(in_channels, widths)
-        self.in_channels = _encoder_channels(encoder, in_channels)
-        self.image_size, self.gap, self.jitter = image_size, gap, jitter
+        self.max_shift = check_number("max_shift", max_shift, low=0, integer=True)
+        self.init_encoder(encoder, in_channels=in_channels, widths=widths, image_size=image_size)
+        self.gap, self.jitter = gap, jitter
         self.tile_size = patches.grid_tile_size(image_size, image_size, 3, gap=gap, jitter=jitter)
         if permutations is None:
             permutations = patches.jigsaw_permutations(num_permutations, 3, seed=permutation_seed)
@@ -430,7 +387,7 @@ class Jigsaw(SSLMethod):
             permutations = _check_permutations(permutations, 9)
         self.register_buffer("permutations", permutations)
         self.shuffle_fn = shuffle_fn if shuffle_fn is not None else patches.shuffle_tiles
-        dim = _feature_dim(self.encoder, self.in_channels, self.tile_size, f"tiles (image_size {image_size}, gap {gap}, jitter {jitter})")
+        dim = self.feature_dim(self.tile_size, what=f"tiles (image_size {image_size}, gap {gap}, jitter {jitter})")
         self.head = MLPHead(9 * dim, len(permutations), hidden_dim=hidden_dim, num_layers=head_layers)
 
     @property
@@ -445,13 +402,13 @@ class Jigsaw(SSLMethod):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
-        _check_image_size(self, x)
+        self.check_images(x)
         if self.max_shift:
             x = augment.random_translate(x, self.max_shift)
         tiles = patches.patch_grid(x, 3, gap=self.gap, jitter=self.jitter)
         shuffled, labels = self.shuffle_fn(tiles, self.permutations)
         logits = self(shuffled).float()
-        return {"loss": F.cross_entropy(logits, labels), "accuracy": _accuracy(logits, labels)}
+        return {"loss": F.cross_entropy(logits, labels), "accuracy": accuracy(logits, labels)}
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, tile_size={self.tile_size}, gap={self.gap}, jitter={self.jitter}, num_permutations={self.num_permutations}"
