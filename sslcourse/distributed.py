@@ -111,12 +111,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 
 @torch.no_grad()
-def shuffle_across(x: torch.Tensor, generator_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """MoCo's shuffled batch norm: the global batch (every process's ``x``, B each) in a random order that
-    all processes agree on; returns this process's B images of it and the permutation (size * B,)."""
+def shuffle_across(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MoCo's shuffled batch norm: the global batch (every process's ``x``, B images each) in a random
+    order drawn by process 0; returns this process's B images of it and the order, (size * B,)
+    (``gather(...)[order.argsort()]`` puts per-image results back in the global batch's order)."""
     here = world()
     full = gather(x)
-    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(generator_seed)).to(x.device)
+    order = torch.randperm(len(full), device=x.device)
+    if here.size > 1:
+        dist.broadcast(order, src=0)
     return full[order].chunk(here.size)[here.rank], order
 
 

@@ -3,7 +3,7 @@
     python -m torch.distributed.run --nproc-per-node 2 tests/distributed_worker.py OUT.json NAME STEPS [CHECKPOINT]
 
 Trains method NAME (a CLI name such as "simclr", or "ae": the plain autoencoder; "ae-no-bn": the same
-without batch norm, whose loss depends on no other image of the batch) on 256 digits for STEPS steps with a
+without batch norm, whose loss depends on no other image of the batch; or several, comma-separated) on 256 digits for STEPS steps with a
 global batch of 64 and writes, from process 0, the loss curve and each process's digest of the weights to
 OUT.json.
 """
@@ -47,27 +47,37 @@ if name == "gather-check":
         json.dump(result, open(out, "w"))
     sys.exit(0)
 checkpoint = sys.argv[4] if len(sys.argv) > 4 else None
-base = name.removesuffix("-no-bn")
-recipe = default_recipe("dae" if base == "ae" else base, "cpu")
-train = sslcourse.load_dataset(recipe.data, "train", size=recipe.size).subset(torch.arange(256))
-torch.manual_seed(0)
-method = build_method(base, train, recipe.widths)
-if name.endswith("-no-bn"):
-    for module in list(method.modules()):
-        for child_name, child in module.named_children():
-            if isinstance(child, torch.nn.BatchNorm2d):
-                setattr(module, child_name, torch.nn.Identity())
-history = sslcourse.fit(method, train, steps=steps, batch_size=64, lr=1e-3, device="cpu", progress=False,
-                        checkpoint=checkpoint, checkpoint_every=2)
-here = distributed.world()
-digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in method.parameters())).hexdigest()
-digests = [None] * here.size
-if here.size > 1:
-    torch.distributed.all_gather_object(digests, digest)
-else:
-    digests = [digest]
-features = sslcourse.evaluate.extract_features(method.encoder, train.subset(torch.arange(50)), batch_size=16, device="cpu")
-if here.is_main:
-    json.dump({"feature_row_sums": features.sum(1).tolist(), "feature_shape": list(features.shape),
-               "processes": here.size, "loss": history.loss, "steps": history.step, "images_seen": history.images_seen,
-               "digests": digests}, open(out, "w"))
+
+
+def train_one(name: str) -> dict:
+    base = name.removesuffix("-no-bn")
+    recipe = default_recipe("dae" if base == "ae" else base, "cpu")
+    train = sslcourse.load_dataset(recipe.data, "train", size=recipe.size).subset(torch.arange(256))
+    torch.manual_seed(0)
+    method = build_method(base, train, recipe.widths)
+    if name.endswith("-no-bn"):
+        for module in list(method.modules()):
+            for child_name, child in module.named_children():
+                if isinstance(child, torch.nn.BatchNorm2d):
+                    setattr(module, child_name, torch.nn.Identity())
+    history = sslcourse.fit(method, train, steps=steps, batch_size=64, lr=1e-3, device="cpu", progress=False,
+                            checkpoint=checkpoint, checkpoint_every=2)
+    here = distributed.world()
+    weights = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in method.parameters())).hexdigest()
+    # buffers that every process must hold alike: MoCo's queue, DINO's center, schedule counters (not batch norm's)
+    shared = hashlib.sha256(b"".join(v.numpy().tobytes() for k, v in method.state_dict().items()
+                                     if k in dict(method.named_buffers()) and "running_" not in k and "num_batches" not in k)).hexdigest()
+    digests = [None] * here.size
+    if here.size > 1:
+        torch.distributed.all_gather_object(digests, (weights, shared))
+    else:
+        digests = [(weights, shared)]
+    features = sslcourse.evaluate.extract_features(method.encoder, train.subset(torch.arange(50)), batch_size=16, device="cpu")
+    return {"feature_row_sums": features.sum(1).tolist(), "feature_shape": list(features.shape), "processes": here.size,
+            "loss": history.loss, "steps": history.step, "images_seen": history.images_seen,
+            "digests": [d[0] for d in digests], "buffer_digests": [d[1] for d in digests]}
+
+
+results = {name: train_one(name) for name in name.split(",")}
+if distributed.world().is_main:
+    json.dump(results if len(results) > 1 else next(iter(results.values())), open(out, "w"))

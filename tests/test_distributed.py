@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -56,3 +57,14 @@ def test_two_processes_resume_exactly_from_the_checkpoint_of_process_0(tmp_path)
     assert resumed["loss"] == straight["loss"]
     assert resumed["digests"] == straight["digests"]
 
+
+
+def test_methods_that_couple_a_batch_train_alike_on_every_process(tmp_path):
+    # SimCLR gathers negatives, MoCo shuffles keys across processes and enqueues every process's keys,
+    # DINO averages its center: the weights and those buffers must stay identical on both processes
+    results = run(tmp_path, "simclr,moco,dino", "4", processes=2)
+    for name, result in results.items():
+        assert result["steps"] == [1, 2, 3, 4] and all(math.isfinite(v) for v in result["loss"]), name
+        assert result["images_seen"] == 4 * 64, name
+        assert result["digests"][0] == result["digests"][1], f"{name}: the processes' weights differ"
+        assert result["buffer_digests"][0] == result["buffer_digests"][1], f"{name}: queue/center/counters differ"

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import losses
+from .. import distributed, losses
 from ..augment import ContrastiveViews
 from ..nets import MLPHead
 from .base import SSLMethod, check_number, frozen_copy, views_or_default
@@ -97,7 +97,9 @@ class SimCLR(SSLMethod):
         self.check_images(x)
         v1, v2 = self.views.pair(x)
         z1, z2 = self(torch.cat([v1, v2])).chunk(2)
-        return {"loss": losses.nt_xent(z1, z2, self.temperature), "accuracy": positive_accuracy(z1, z2)}
+        # under torchrun every process's embeddings are negatives too: the loss of the whole global batch
+        loss = losses.nt_xent(distributed.gather(z1), distributed.gather(z2), self.temperature)
+        return {"loss": loss, "accuracy": positive_accuracy(z1, z2)}
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, temperature={self.temperature}"
@@ -135,6 +137,9 @@ class MoCo(SSLMethod):
     how often the positive key scores above every queued negative; ``after_step``
     enqueues the keys (B, projection_dim) once the optimizer has applied the step.
     """
+
+    #: under torchrun its key encoder keeps per-process batch norm (the paper's shuffled BN), not synchronised BN
+    shuffles_batch_norm = True
 
     def __init__(
         self,
@@ -178,7 +183,15 @@ class MoCo(SSLMethod):
 
     @torch.no_grad()
     def encode_keys(self, x: torch.Tensor) -> torch.Tensor:
-        """Key embeddings, L2-normalized, with shuffled batch-norm groups: (B, C, H, W) -> (B, projection_dim)."""
+        """Key embeddings, L2-normalized, with shuffled batch-norm groups: (B, C, H, W) -> (B, projection_dim).
+
+        Under torchrun the groups are the processes, as in the paper: the global batch is shuffled across
+        them, each encodes its share with its own batch statistics, and the keys come back in order."""
+        here = distributed.world()
+        if here.size > 1:
+            share, order = distributed.shuffle_across(x)
+            keys = F.normalize(self.key_projector(self.key_encoder(share).flatten(1)).float(), dim=1)
+            return distributed.gather(keys)[order.argsort()].chunk(here.size)[here.rank]
         order = torch.randperm(x.shape[0], device=x.device)
         n_groups = max(1, min(self.key_bn_splits, x.shape[0] // 2))  # batch norm needs 2 images per group
         groups = x[order].tensor_split(n_groups)
@@ -201,9 +214,9 @@ class MoCo(SSLMethod):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
         self.check_images(x)
-        if x.shape[0] > self.queue_size:
-            raise ValueError(f"MoCo: a batch of {x.shape[0]} images does not fit a queue of {self.queue_size} keys; "
-                             "use queue_size >= batch size")
+        if x.shape[0] * distributed.world().size > self.queue_size:
+            raise ValueError(f"MoCo: a batch of {x.shape[0] * distributed.world().size} images does not fit a queue of "
+                             f"{self.queue_size} keys; use queue_size >= batch size")
         view_q, view_k = self.views.pair(x)
         q = self(view_q)
         k = self.encode_keys(view_k)
@@ -213,7 +226,7 @@ class MoCo(SSLMethod):
             qn = F.normalize(q.float(), dim=1)
             positive = (qn * k).sum(dim=1)
             accuracy = (positive > (qn @ negatives.T).amax(dim=1)).float().mean()
-        return {"loss": loss, "accuracy": accuracy, "keys": k}
+        return {"loss": loss, "accuracy": accuracy, "keys": distributed.gather(k)}  # every process enqueues every key
 
     def after_step(self, out: dict[str, torch.Tensor]) -> None:
         """Move the key encoder and head towards the query encoder and head, then enqueue this step's keys."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import losses
+from .. import distributed, losses
 from ..augment import ContrastiveViews
 from ..nets import MLPHead
 from .base import SSLMethod, check_number, frozen_copy, views_or_default
@@ -285,7 +285,7 @@ class DINO(SSLMethod):
             probs = F.softmax((logits - center) / t_temp, dim=1)
             entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1).mean()
             spread = probs[:b].std(dim=0).sum()
-        return {"loss": loss, "teacher_entropy": entropy, "spread": spread, "teacher_mean": logits.mean(dim=0)}
+        return {"loss": loss, "teacher_entropy": entropy, "spread": spread, "teacher_mean": distributed.all_reduce_mean(logits.mean(dim=0))}  # over all processes' images
 
     @torch.no_grad()
     def update_center(self, batch_center: torch.Tensor) -> None:
