@@ -338,3 +338,19 @@ def test_public_names_stay_importable_where_they_were():
     from sslcourse.methods.pretext import ROTATIONS, drop_color_channels, project_color, rotate, rotate_batch  # noqa: F401
 
     assert callable(rotate) and math.isclose(cosine_momentum(0, 0.9, 1.0, 10), 0.9)
+
+
+def test_applied_steps_are_counted_on_the_host_and_reloaded_from_the_buffer():
+    from sslcourse.methods import BYOL
+
+    torch.manual_seed(0)
+    byol = BYOL(widths=(8, 16), image_size=16, momentum=0.9, momentum_steps=10)
+    for _ in range(3):
+        byol.after_step({})
+    assert byol.applied_steps == 3 and int(byol.step) == 3
+    fresh = BYOL(widths=(8, 16), image_size=16, momentum=0.9, momentum_steps=10)
+    assert fresh.applied_steps == 0
+    fresh.load_state_dict(byol.state_dict())
+    assert fresh.applied_steps == 3 and fresh.current_momentum() == byol.current_momentum()
+    fresh.count_step()
+    assert fresh.applied_steps == 4 and int(fresh.step) == 4

@@ -159,6 +159,25 @@ class SSLMethod(nn.Module):
         return copy.deepcopy(self.__dict__.get("_config", {}))
 
     # -------------------------------------------------------------- constructor setup
+    @property
+    def applied_steps(self) -> int:
+        """The optimizer steps applied so far, from the method's ``step`` buffer (saved with it).
+
+        Read from the buffer once, after construction or a ``load_state_dict``, and then counted on the host
+        by :meth:`count_step`: a schedule that needs it every step (BYOL's momentum, DINO's teacher
+        temperature) never makes the GPU wait for Python.
+        """
+        if getattr(self, "_host_step", None) is None:
+            self._host_step = int(self.step)
+            self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_host_step", None))
+        return self._host_step
+
+    def count_step(self) -> None:
+        """One more applied step: the ``step`` buffer on the device and its count on the host."""
+        steps = self.applied_steps
+        self.step += 1
+        self._host_step = steps + 1
+
     def init_encoder(
         self,
         encoder: nn.Module | None,

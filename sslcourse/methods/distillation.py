@@ -113,7 +113,7 @@ class BYOL(SSLMethod):
 
     def current_momentum(self) -> float:
         """The target's momentum for the next update: :func:`cosine_momentum` after ``step`` applied steps."""
-        return cosine_momentum(self.step, self.momentum, 1.0, self.momentum_steps)
+        return cosine_momentum(self.applied_steps, self.momentum, 1.0, self.momentum_steps)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch[0]
@@ -131,7 +131,7 @@ class BYOL(SSLMethod):
     def after_step(self, out: dict[str, torch.Tensor]) -> None:
         """Move the target towards the online network by the scheduled momentum; count the step."""
         self.update_momentum(self.current_momentum())
-        self.step += 1
+        self.count_step()
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, momentum={self.momentum}, momentum_steps={self.momentum_steps}"
@@ -261,9 +261,9 @@ class DINO(SSLMethod):
 
     def current_teacher_temp(self) -> float:
         """The teacher temperature now: linear warm-up from ``warmup_teacher_temp`` to ``teacher_temp``."""
-        if self.warmup_steps == 0 or int(self.step) >= self.warmup_steps:
+        if self.warmup_steps == 0 or self.applied_steps >= self.warmup_steps:
             return self.teacher_temp
-        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * int(self.step) / self.warmup_steps
+        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * self.applied_steps / self.warmup_steps
 
     def crops(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Multi-crop: [global 1, global 2, local 1, ..., local n], each (B, C, image_size, image_size)."""
@@ -294,13 +294,13 @@ class DINO(SSLMethod):
 
     def current_momentum(self) -> float:
         """The teacher's momentum for the next update: :func:`cosine_momentum` after ``step`` applied steps."""
-        return cosine_momentum(self.step, self.momentum, 1.0, self.momentum_steps)
+        return cosine_momentum(self.applied_steps, self.momentum, 1.0, self.momentum_steps)
 
     def after_step(self, out: dict[str, torch.Tensor]) -> None:
         """Move the teacher towards the student, then the center towards this step's mean teacher output; count the step."""
         self.update_momentum(self.current_momentum())
         self.update_center(out["teacher_mean"])
-        self.step += 1
+        self.count_step()
 
     def extra_repr(self) -> str:
         return (
