@@ -182,8 +182,10 @@ class Colorization(SSLMethod):
         target = color.soft_encode_ab(ab_units, self.bins)
         weights = None
         if self.rebalance:
-            if not self.prior_fixed:
-                self.bin_counts += torch.bincount(target.argmax(1).flatten(), minlength=self.num_bins).to(self.bin_counts)
+            # counted while the prior is not fixed; a multiplication rather than an `if`, so a GPU never waits for it
+            nearest = target.argmax(1).flatten()
+            counts = torch.zeros_like(self.bin_counts).scatter_add_(0, nearest, torch.ones_like(nearest, dtype=self.bin_counts.dtype))
+            self.bin_counts += counts * (~self.prior_fixed)
             prior = self.bin_counts / self.bin_counts.sum()
             pixel_weights = color.rebalancing_weights(prior, mix=self.mix)
             weights = pixel_weights[target.argmax(1)]  # v(Z): the weight of each pixel's nearest bin
