@@ -14,6 +14,7 @@ emphasized loss of Vincent et al. (2010) weights those elements differently.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -55,6 +56,16 @@ def _rand(shape, like: torch.Tensor, generator: torch.Generator | None, normal: 
     if generator is None or generator.device == like.device:
         return draw(shape, device=like.device, generator=generator)
     return draw(shape, device=generator.device, generator=generator).to(like.device)
+
+
+def _in_own_precision(x: torch.Tensor):
+    """A context in which matrix products and convolutions on ``x`` run in ``x``'s own dtype.
+
+    Augmentations run inside the training step, under autocast on a GPU, which
+    would compute them in bf16 or fp16: 8 bits of mantissa round colours by up
+    to 1/128, coarser than the 1/255 steps of the images themselves, and bf16
+    would shift a crop's sampling points by up to about 1/500 of the image side."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 def _random_subset_mask(x: torch.Tensor, fraction: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -165,13 +176,24 @@ def random_horizontal_flip(x: torch.Tensor, p: float = 0.5, *, generator: torch.
     """Mirror each image left-right with probability ``p``. (B, C, H, W) -> (B, C, H, W)."""
     _check_batch(x, "random_horizontal_flip")
     _check_fraction(p, "random_horizontal_flip", "p")
-    flip = (_rand((x.shape[0], 1, 1, 1), x, generator) < p).to(x.dtype)
-    return flip * x.flip(-1) + (1 - flip) * x
+    flip = _rand((x.shape[0], 1, 1, 1), x, generator) < p
+    return torch.where(flip, x.flip(-1), x)
 
 
-def _sample_grid(x: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    grid = F.affine_grid(theta.to(x.dtype), [x.shape[0], x.shape[1], *size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+def _crop_grid(bw: torch.Tensor, bh: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Where each output pixel samples its image, for axis-aligned boxes: (B, H_out, W_out, 2).
+
+    In grid_sample's coordinates (x right, y down, the image spans [-1, 1]), box b
+    is centred at (cx[b], cy[b]) with half-width bw[b] and half-height bh[b]; the
+    output pixels' centres are spread evenly over it. The same grid as
+    ``affine_grid`` with ``align_corners=False`` gives, built as two outer sums.
+    """
+    h_out, w_out = size
+    xs = (2 * torch.arange(w_out, device=bw.device, dtype=bw.dtype) + 1) / w_out - 1  # (W_out,) pixel centres
+    ys = (2 * torch.arange(h_out, device=bh.device, dtype=bh.dtype) + 1) / h_out - 1  # (H_out,)
+    gx = cx[:, None] + bw[:, None] * xs  # (B, W_out)
+    gy = cy[:, None] + bh[:, None] * ys  # (B, H_out)
+    return torch.stack([gx[:, None, :].expand(-1, h_out, -1), gy[:, :, None].expand(-1, -1, w_out)], dim=-1)
 
 
 def random_resized_crop(
@@ -186,13 +208,15 @@ def random_resized_crop(
 
     The box covers a fraction of the area drawn uniformly from ``scale`` and
     has an aspect ratio drawn log-uniformly from ``ratio`` (as torchvision's
-    RandomResizedCrop, but one affine resampling for the whole batch).
-    (B, C, H, W) -> (B, C, size, size).
+    RandomResizedCrop, but one bilinear resampling for the whole batch). The
+    box always lies inside the image: output pixels near its edge that fall
+    between the image's outermost pixel centres and its border take the
+    border pixel's value. (B, C, H, W) -> (B, C, size, size).
     """
     _check_batch(x, "random_resized_crop")
     b, _, h, w = x.shape
     out = (h, w) if size is None else ((size, size) if isinstance(size, int) else tuple(size))
-    u = _rand((b, 4), x, generator).float()
+    u = _rand((b, 4), x, generator).to(x.dtype)
     area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
     log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
     aspect = torch.exp(log_r)
@@ -201,10 +225,8 @@ def random_resized_crop(
     bh = torch.sqrt(area / aspect).clamp(max=1.0)
     cx = (1 - bw) * (2 * u[:, 2] - 1)  # centre in [-1, 1] coordinates, box stays inside
     cy = (1 - bh) * (2 * u[:, 3] - 1)
-    theta = torch.zeros(b, 2, 3, device=x.device)
-    theta[:, 0, 0], theta[:, 0, 2] = bw, cx
-    theta[:, 1, 1], theta[:, 1, 2] = bh, cy
-    return _sample_grid(x, theta, out)
+    with _in_own_precision(x):
+        return F.grid_sample(x, _crop_grid(bw, bh, cx, cy, out), mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def random_translate(
@@ -224,14 +246,45 @@ def random_translate(
 
 # ------------------------------------------------------------ colour and blur
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the weights torchvision's grayscale uses
+_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))  # rows: Y (luma), I, Q
+
+
+@functools.lru_cache(maxsize=None)
+def _colour_constants(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The luma weights (3,) and the RGB -> YIQ matrix and its inverse (3, 3), in ``dtype`` on ``device``.
+
+    Made once for each dtype and device: a tensor built from Python numbers on
+    every call would be copied from the host each time, and on a GPU such a
+    copy waits until the GPU has finished all the work queued before it."""
+    with torch.inference_mode(False):  # usable in training even when first made under inference mode
+        to_yiq = torch.tensor(_TO_YIQ, dtype=torch.float64)
+        constants = (torch.tensor(_LUMA, dtype=torch.float64), to_yiq, torch.linalg.inv(to_yiq))
+        return tuple(t.to(dtype=dtype, device=device) for t in constants)
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) grey level; a one-channel batch is its own grey."""
     if x.shape[1] == 1:
         return x
-    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
+    luma, _, _ = _colour_constants(x.dtype, x.device)
+    b, _, h, w = x.shape
+    with _in_own_precision(x):
+        return (luma @ x.reshape(b, 3, h * w)).view(b, 1, h, w)  # (3,) @ (B, 3, HW) -> (B, HW)
+
+
+def _mean_luma(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 1, 1, 1): each image's mean grey level (the grey of its mean colour)."""
+    mean = x.mean(dim=(2, 3))  # (B, C)
+    if x.shape[1] == 3:
+        mean = (mean * _colour_constants(x.dtype, x.device)[0]).sum(dim=1)  # (B,)
+    return mean.reshape(-1, 1, 1, 1)
+
+
+def _mix_channels(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Each image's colours through its own 3 x 3 matrix: out[b, i] = sum_j matrix[b, i, j] * x[b, j].
+    (B, 3, H, W), (B, 3, 3) -> (B, 3, H, W), one batched matrix product."""
+    with _in_own_precision(x):
+        return torch.bmm(matrix.to(x.dtype), x.reshape(x.shape[0], 3, -1)).view_as(x)
 
 
 def _check_colour_channels(x: torch.Tensor, name: str) -> None:
@@ -247,16 +300,28 @@ def _per_image_factor(x: torch.Tensor, strength: float, generator, name: str, wh
     return (lo + (hi - lo) * _rand((x.shape[0], 1, 1, 1), x, generator)).to(x.dtype)
 
 
+def _saturation_matrix(factor: torch.Tensor) -> torch.Tensor:
+    """(B,) factors s -> (B, 3, 3) matrices that blend each pixel with its grey: s * rgb + (1 - s) * grey."""
+    luma, _, _ = _colour_constants(factor.dtype, factor.device)
+    eye = torch.eye(3, dtype=factor.dtype, device=factor.device)
+    s = factor.view(-1, 1, 1)
+    return s * eye + (1 - s) * luma.expand(3, 3)  # every row of the second term is the luma weights
+
+
+def _hue_matrix(turns: torch.Tensor) -> torch.Tensor:
+    """(B,) turns h -> (B, 3, 3) matrices that rotate the chroma by h of a full circle in YIQ space:
+    RGB -> YIQ, turn (I, Q) by the angle 2 pi h, keep Y, back to RGB."""
+    _, to_yiq, to_rgb = _colour_constants(turns.dtype, turns.device)
+    angle = 2 * math.pi * turns
+    cos, sin, one, zero = torch.cos(angle), torch.sin(angle), torch.ones_like(angle), torch.zeros_like(angle)
+    rotation = torch.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], dim=1).view(-1, 3, 3)
+    with _in_own_precision(turns):
+        return to_rgb @ rotation @ to_yiq
+
+
 def _rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """Rotate the chroma of RGB images by ``turns`` (B,) of a full circle, in YIQ space."""
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=x.dtype, device=x.device)
-    to_rgb = torch.linalg.inv(to_yiq)
-    yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
-    angle = (2 * math.pi * turns).to(x.dtype).view(-1, 1, 1)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    i, q = yiq[:, 1], yiq[:, 2]
-    yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], dim=1)
-    return torch.einsum("ij,bjhw->bihw", to_rgb, yiq)
+    """Rotate the chroma of RGB images by ``turns`` (B,) of a full circle, in YIQ space. (B, 3, H, W) -> (B, 3, H, W)."""
+    return _mix_channels(x, _hue_matrix(turns.to(x.dtype)))
 
 
 def color_jitter(
@@ -289,17 +354,16 @@ def color_jitter(
     c_f = _per_image_factor(x, contrast, generator, "color_jitter", "contrast")
     s_f = _per_image_factor(x, saturation, generator, "color_jitter", "saturation")
     h_t = (2 * _rand((x.shape[0],), x, generator) - 1) * hue
-    apply = (_rand((x.shape[0], 1, 1, 1), x, generator) < p).to(x.dtype)
+    apply = _rand((x.shape[0], 1, 1, 1), x, generator) < p
 
-    out = (x * b_f).clamp(0, 1)
-    mean_grey = _luma(out).mean(dim=(1, 2, 3), keepdim=True)
-    out = ((out - mean_grey) * c_f + mean_grey).clamp(0, 1)
-    if x.shape[1] == 3:
-        grey = _luma(out)
-        out = ((out - grey) * s_f + grey).clamp(0, 1)
+    out = (x * b_f).clamp_(0, 1)
+    mean_grey = _mean_luma(out)
+    out = out.sub_(mean_grey).mul_(c_f).add_(mean_grey).clamp_(0, 1)
+    if x.shape[1] == 3:  # saturation and hue are linear in RGB: one 3 x 3 matrix per image each
+        out = _mix_channels(out, _saturation_matrix(s_f.view(-1))).clamp_(0, 1)
         if hue > 0:
-            out = _rotate_hue(out, h_t).clamp(0, 1)
-    return apply * out + (1 - apply) * x
+            out = _rotate_hue(out, h_t).clamp_(0, 1)
+    return torch.where(apply, out, x)
 
 
 def random_grayscale(x: torch.Tensor, p: float = 0.2, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -313,8 +377,8 @@ def random_grayscale(x: torch.Tensor, p: float = 0.2, *, generator: torch.Genera
     _check_fraction(p, "random_grayscale", "p")
     if x.shape[1] == 1:
         return x
-    apply = (_rand((x.shape[0], 1, 1, 1), x, generator) < p).to(x.dtype)
-    return apply * _luma(x).expand_as(x) + (1 - apply) * x
+    apply = _rand((x.shape[0], 1, 1, 1), x, generator) < p
+    return torch.where(apply, _luma(x), x)
 
 
 def gaussian_blur(
@@ -347,10 +411,11 @@ def gaussian_blur(
     kernel = kernel.repeat_interleave(c, dim=0)  # (B*C, k), one per channel of each image
     flat = x.reshape(1, b * c, h, w)
     r = k // 2
-    flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="reflect"), kernel.view(b * c, 1, 1, k), groups=b * c)
-    flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="reflect"), kernel.view(b * c, 1, k, 1), groups=b * c)
-    apply = (_rand((b, 1, 1, 1), x, generator) < p).to(x.dtype)
-    return apply * flat.view_as(x) + (1 - apply) * x
+    with _in_own_precision(x):
+        flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="reflect"), kernel.view(b * c, 1, 1, k), groups=b * c)
+        flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="reflect"), kernel.view(b * c, 1, k, 1), groups=b * c)
+    apply = _rand((b, 1, 1, 1), x, generator) < p
+    return torch.where(apply, flat.view_as(x), x)
 
 
 def solarize(x: torch.Tensor, threshold: float = 0.5, *, p: float = 0.2, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -362,8 +427,8 @@ def solarize(x: torch.Tensor, threshold: float = 0.5, *, p: float = 0.2, generat
     _check_batch(x, "solarize")
     _check_fraction(p, "solarize", "p")
     _check_fraction(threshold, "solarize", "threshold")
-    apply = (_rand((x.shape[0], 1, 1, 1), x, generator) < p).to(x.dtype)
-    return apply * torch.where(x >= threshold, 1 - x, x) + (1 - apply) * x
+    apply = _rand((x.shape[0], 1, 1, 1), x, generator) < p
+    return torch.where(apply & (x >= threshold), 1 - x, x)
 
 
 class ContrastiveViews:

@@ -218,7 +218,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))  # an anchor is never its own negative
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    targets = torch.arange(2 * n, device=z.device).roll(n)  # anchor i's positive: i + n, then i - n
     return F.cross_entropy(logits, targets)
 
 
