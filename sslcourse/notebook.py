@@ -5,11 +5,8 @@ from __future__ import annotations
 import inspect
 import textwrap
 
-import torch
-
-from .runtime import SMOKE_STEPS, smoke_mode
-
-__all__ = ["REPOSITORY_URL", "SETUP_CELL", "show_source", "on_gpu", "gpu_steps", "SMOKE_STEPS"]
+# No package imports at the top: the grading tools load this file on its own to read the setup cell.
+__all__ = ["REPOSITORY_URL", "SETUP_CELL", "show_source", "on_gpu", "gpu_steps"]
 
 
 #: The canonical repository; ``_config.yml`` and every notebook's setup cell use the same one (a test keeps them equal).
@@ -54,7 +51,7 @@ def show_source(obj, *, start: str | None = None) -> object:
     return Markdown(f"```python\n{source.rstrip()}\n```")
 
 
-def on_gpu(device: str | torch.device) -> bool:
+def on_gpu(device) -> bool:
     """Whether a chapter takes its GPU settings: on a CUDA device, or in smoke mode.
 
     Smoke mode (the environment variable ``SSLCOURSE_SMOKE=gpu``, see
@@ -62,9 +59,15 @@ def on_gpu(device: str | torch.device) -> bool:
     on a CPU with a handful of steps, so that CI executes every line a Colab
     user will, without a GPU. Its numbers mean nothing; only that it runs.
     """
+    import torch
+
+    from sslcourse.runtime import smoke_mode
+
     return torch.device(device).type == "cuda" or smoke_mode()
 
 
 def gpu_steps(steps: int) -> int:
-    """``steps`` on a GPU; :data:`SMOKE_STEPS` at most in smoke mode."""
+    """``steps`` on a GPU; :data:`sslcourse.runtime.SMOKE_STEPS` at most in smoke mode."""
+    from sslcourse.runtime import SMOKE_STEPS, smoke_mode
+
     return min(steps, SMOKE_STEPS) if smoke_mode() else steps

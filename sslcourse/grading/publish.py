@@ -143,7 +143,6 @@ NOT_SECRET: dict[str, str] = {
         "too); its words also run across two lines of the package's __all__"
     ),
     # the public contract of sslcourse.patches.random_masking (lab07): 'a float in [0, 1); otherwise ValueError, also if L_keep < 1'
-    "if not 0.0 <= mask_ratio < 1.0:": "random_masking's documented argument check, also in sslcourse.methods.masked.MAE",
     'raise ValueError(f"random_masking: mask_ratio must be in [0, 1), got {mask_ratio}")': "the error message of sslcourse.patches.random_masking",
     'raise ValueError(f"random_masking: mask_ratio {mask_ratio} keeps no token of {length}")': "the error message of sslcourse.patches.random_masking",
     # the public contract of sslcourse.patches.patchify / unpatchify (lab07)
