@@ -6,7 +6,7 @@ The names most code needs are here::
     device = sslcourse.get_device()
     train = sslcourse.load_dataset("digits", "train")
     method = sslcourse.methods.DenoisingAutoencoder(corruption="masking", noise_level=0.5)
-    history = sslcourse.fit(method, train, budget=60)
+    history = sslcourse.fit(method, train, steps=500)
 """
 
 from . import augment, color, data, evaluate, losses, masks, methods, nets, notebook, patches, plots, runtime
