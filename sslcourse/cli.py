@@ -1,9 +1,13 @@
 """The ``sslcourse`` command.
 
     sslcourse info                                     describe the runtime
-    sslcourse pretrain dae --data digits --budget 60   pretrain, then compare with the baselines
+    sslcourse pretrain dae                             pretrain by the method's recipe, then compare with the baselines
     sslcourse pretrain dae --json                      the same result as one JSON object
-    sslcourse pretrain colorization                    any method of the course by its name
+    sslcourse pretrain simclr --steps 300 --seed 1     another stopping rule or seed (--epochs, --budget SECONDS)
+    sslcourse pretrain colorization                    any method of the course by its name (sslcourse/registry.py)
+
+Bad values are refused before anything is loaded, in one line with exit code 2;
+a run that diverges is reported with exit code 1; Ctrl-C stops with exit code 130.
 
 For instructors, from the course's root (the folder with nbgrader_config.py):
 
@@ -17,51 +21,144 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
-from dataclasses import replace
+import time
 
-import torch
+from .registry import PRETRAINABLE, Recipe, method_spec
 
-from . import __version__
-from .data import DatasetNotAvailableError
-from .plots import format_accuracy_table
-from .recipes import default_recipe, pretrain_and_probe
-from .runtime import describe_runtime, get_device
+# The parser checks every value before anything heavy runs: each bad value is one line on stderr naming the
+# option, the value and what is accepted, with exit code 2 (argparse's convention), and no traceback.
+# torch, the data and the methods are imported only once the arguments are known to be good.
 
-PRETRAINABLE = ["dae", "context", "colorization", "splitbrain", "superres", "rotation", "relpos", "jigsaw", "deepcluster", "cpc", "simclr", "moco", "byol", "dino", "mae"]
-#: For each method, the other pretrained rows it is compared with, besides random init and raw pixels.
-COMPARED_WITH = {"dae": ["ae"]}
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with each error in one line (no usage block): ``sslcourse pretrain: error: argument --lr: ...``."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _image_side(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"expected an image side in pixels from 1 to 1024, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63 - 1, got {text!r}")
+    return value
+
+
+def _positive_number(what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"expected {what}, a positive finite number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _dataset(text: str) -> str:
+    from .data import available_datasets
+
+    known = available_datasets()
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; known datasets: {', '.join(known)}")
+    return text
+
+
+def available_devices() -> list[str]:
+    """The devices torch can use here: ``cpu``, then ``cuda`` and ``cuda:N`` for each GPU, then ``mps``."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        devices += ["cuda"] + [f"cuda:{i}" for i in range(count)]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(text: str) -> str:
+    """``text`` if it names a device available here, else a one-line error saying which are."""
+    import torch
+
+    available = available_devices()
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; expected cpu, cuda, cuda:N or mps (available here: {', '.join(available)})"
+        )
+    if device.type != "cpu" and text not in available and str(device) not in available:
+        raise argparse.ArgumentTypeError(f"device {text!r} is not available here; available: {', '.join(available)}")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sslcourse", description="Self-supervised learning for computer vision: the course's command line.")
+    parser = _Parser(prog="sslcourse", description="Self-supervised learning for computer vision: the course's command line.")
+    from . import __version__
+
     parser.add_argument("--version", action="version", version=f"sslcourse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="describe the runtime: device, precision, versions")
-    info.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    info.add_argument("--device", type=check_device, default=None, help="cpu, cuda, cuda:N, mps (default: the best available)")
 
     pre = sub.add_parser(
         "pretrain",
         help="pretrain a method, then probe it beside random init and raw pixels",
         description="Pretrain METHOD, then report linear-probe and kNN accuracy at 1%%, 10%% and 100%% of the labels "
         "for it, its comparison rows (the plain autoencoder for dae), the same encoder at random init, and raw "
-        "pixels. Defaults depend on the device: the embedded data and a time budget on a CPU (the colour methods "
-        "pretrain on photo patches and are probed on digits), CIFAR-10 and epochs on a GPU. --data pretrains and "
-        "probes on the dataset named.",
+        "pixels. Defaults come from the method's recipe (sslcourse/registry.py) for the device: on a CPU, the "
+        "embedded digits (the colour methods pretrain on photo patches and are probed on digits) for a fixed "
+        "number of steps, about a minute on a quiet 2-core machine, so the same seed gives the same numbers on "
+        "any machine; on a GPU, CIFAR-10 for the papers' epochs. --steps, --epochs and --budget replace the "
+        "recipe's stopping rule (together: whichever comes first). --data pretrains and probes on the dataset named.",
     )
     pre.add_argument("method", choices=PRETRAINABLE)
-    pre.add_argument("--data", default=None, help="dataset name (default: digits or photos on CPU, cifar10 on GPU)")
-    pre.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE")
-    pre.add_argument("--budget", type=float, default=None, help="seconds of pretraining for each pretrained model")
-    pre.add_argument("--epochs", type=int, default=None, help="epochs of pretraining (instead of, or besides, --budget)")
-    pre.add_argument("--batch-size", type=int, default=None)
-    pre.add_argument("--lr", type=float, default=None)
-    pre.add_argument("--device", default=None)
-    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--data", type=_dataset, default=None, help="dataset name (default: digits or photos on CPU, cifar10 on GPU)")
+    pre.add_argument("--size", type=_image_side, default=None, help="resize images to SIZE x SIZE")
+    pre.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps of pretraining for each pretrained model")
+    pre.add_argument("--epochs", type=_positive_int, default=None, help="epochs of pretraining")
+    pre.add_argument("--budget", type=_positive_number("seconds"), default=None,
+                     help="seconds of pretraining for each pretrained model (results then depend on the machine's speed and load)")
+    pre.add_argument("--batch-size", type=_positive_int, default=None)
+    pre.add_argument("--lr", type=_positive_number("a learning rate"), default=None)
+    pre.add_argument("--device", type=check_device, default=None, help="cpu, cuda, cuda:N, mps (default: the best available)")
+    pre.add_argument("--seed", type=_seed, default=0)
     pre.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
         help="CPU threads for torch (default: torch's own choice, one per core). On a machine busy with other work, "
         "--threads 1 can be several times faster: measured on 2 cores, fit ran at 350 img/s on 1 thread and 550-640 "
@@ -87,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     collect.add_argument("--dry-run", action="store_true", help="report what would be filed, write nothing")
     grade = steps.add_parser("grade", help="autograde a lab's submissions, each in a sandbox, in parallel; resumable")
     grade.add_argument("lab")
-    grade.add_argument("--workers", type=int, default=2, help="submissions graded at once (default 2; about one per core)")
+    grade.add_argument("--workers", type=_positive_int, default=2, help="submissions graded at once (default 2; about one per core)")
     grade.add_argument("--isolation", choices=["bwrap", "none"], default=None,
                        help="bwrap (default, from nbgrader_config.py): a bubblewrap sandbox per submission; none: trusted code only")
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -136,58 +233,110 @@ def course_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def pretrain(args: argparse.Namespace) -> dict:
-    """Run ``sslcourse pretrain``; return the result object that ``--json`` prints."""
-    device = get_device(args.device)
-    overrides = dict(data=args.data, size=args.size, batch_size=args.batch_size, lr=args.lr, budget=args.budget, epochs=args.epochs)
-    recipe = default_recipe(args.method, device, **overrides)
-    if args.epochs is not None and args.budget is None:
-        recipe = replace(recipe, budget=None)  # asked for epochs: do not cut them short with the default budget
+def recipe_from_args(args: argparse.Namespace, device) -> Recipe:
+    """The method's recipe for ``device`` with the options given on the command line."""
+    from dataclasses import replace
+
+    from .recipes import default_recipe
+
+    recipe = default_recipe(args.method, device, data=args.data, size=args.size, batch_size=args.batch_size, lr=args.lr)
+    if args.steps is not None or args.epochs is not None or args.budget is not None:
+        recipe = replace(recipe, steps=args.steps, epochs=args.epochs, budget=args.budget)  # the stopping rule asked for
     if args.data is not None and args.size is None:
         recipe = replace(recipe, size=None)  # another dataset keeps its native size
     if args.data is not None:
         recipe = replace(recipe, probe_data=None, probe_size=None)  # pretrain and probe on the data asked for
+    return recipe
+
+
+def pretrain(args: argparse.Namespace) -> dict:
+    """Run ``sslcourse pretrain``; return the result object that ``--json`` prints."""
+    from .recipes import pretrain_and_probe
+    from .runtime import get_device
+
+    device = get_device(args.device)
     result = pretrain_and_probe(
-        args.method, recipe, device=device, seed=args.seed, compared_with=COMPARED_WITH.get(args.method, ()),
-        progress=not (args.quiet or args.json),
+        args.method, recipe_from_args(args, device), device=device, seed=args.seed,
+        compared_with=method_spec(args.method).compared_with, progress=not (args.quiet or args.json),
     )
     del result["model"]
     return result
 
 
+def _print_table(result: dict) -> None:
+    from .plots import format_accuracy_table
+
+    layer = "the whole encoder" if result["probe_layer"] == "all" else f"the encoder's first {result['probe_layer']} layers"
+    print(
+        f"{result['method']} pretrained on {result['data']} for {result['pretrain_steps']} steps in "
+        f"{result['pretrain_seconds']:.1f} s ({result['runtime']})\n"
+        f"probed on {result['probe_data']} at {layer}: accuracy (%) on the test split; "
+        "fractions below 100% average 3 random labelled subsets\n"
+    )
+    print(format_accuracy_table(result["rows"]))
+
+
+def pretrain_command(args: argparse.Namespace) -> int:
+    """``sslcourse pretrain``: a result (table or JSON) and 0; or one line on stderr and 1 (could not run or
+    diverged), 2 (arguments that do not fit together) or 130 (interrupted)."""
+    import torch
+
+    from .data import DatasetNotAvailableError
+    from .recipes import RecipeError, TrainingDivergedError
+    from .train import NonFiniteLossError
+
+    threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    try:
+        result = pretrain(args)
+    except KeyboardInterrupt:
+        print(f"sslcourse pretrain: interrupted after {time.perf_counter() - start:.0f} s; nothing was saved", file=sys.stderr)
+        return 130
+    except DatasetNotAvailableError as err:
+        print(f"sslcourse: {err}", file=sys.stderr)
+        return 1
+    except RecipeError as err:
+        print(f"sslcourse pretrain: {err}", file=sys.stderr)
+        return 2
+    except (NonFiniteLossError, TrainingDivergedError) as err:
+        from .runtime import get_device
+
+        lr = recipe_from_args(args, get_device(args.device)).lr
+        message = " ".join(str(err).split()).rstrip(".")  # one line
+        print(f"sslcourse pretrain: training diverged, so nothing was probed ({message}). "
+              f"Lower the learning rate: --lr smaller than {lr:g}.", file=sys.stderr)
+        return 1
+    finally:
+        torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_table(result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit:  # a bad value (2), or --help and --version (0): returned, so that callers in-process get it
+        return exit.code if isinstance(exit.code, int) else 1
+    if getattr(args, "device", None) is None and os.environ.get("SSLCOURSE_DEVICE") and args.command in ("info", "pretrain"):
+        try:  # the environment's choice of device is checked as strictly as --device
+            check_device(os.environ["SSLCOURSE_DEVICE"])
+        except argparse.ArgumentTypeError as err:
+            print(f"sslcourse {args.command}: error: environment variable SSLCOURSE_DEVICE: {err}", file=sys.stderr)
+            return 2
     if args.command == "info":
+        from .runtime import describe_runtime
+
         print(describe_runtime(args.device))
         return 0
     if args.command == "course":
         return course_command(args)
     if args.command == "pretrain":
-        if args.threads is not None and args.threads < 1:
-            print(f"sslcourse: --threads expects a positive number of threads; got {args.threads}", file=sys.stderr)
-            return 2
-        threads = torch.get_num_threads()
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        try:
-            result = pretrain(args)
-        except DatasetNotAvailableError as err:
-            print(f"sslcourse: {err}", file=sys.stderr)
-            return 1
-        finally:
-            torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)
-        if args.json:
-            print(json.dumps(result))
-        else:
-            layer = "the whole encoder" if result["probe_layer"] == "all" else f"the encoder's first {result['probe_layer']} layers"
-            print(
-                f"{result['method']} pretrained on {result['data']} for {result['pretrain_seconds']:.0f} s "
-                f"({result['runtime']})\n"
-                f"probed on {result['probe_data']} at {layer}: accuracy (%) on the test split; "
-                "fractions below 100% average 3 random labelled subsets\n"
-            )
-            print(format_accuracy_table(result["rows"]))
-        return 0
+        return pretrain_command(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -1,244 +1,125 @@
-"""Default settings per method and device: quick on a CPU, meaningful on a GPU.
+"""Running a method by its recipe: build it, pretrain it, probe it beside its baselines.
 
-A recipe says which data, network size and optimisation a method uses when
-nobody says otherwise. The CPU recipe trains on the embedded digits for a
-time budget; the GPU recipe trains on a real dataset for epochs. The CLI and
-the chapters read them, so the same command is fast in CI and useful on Colab.
+The recipes themselves live in :mod:`sslcourse.registry`, one CPU and one GPU
+recipe per method: quick on a CPU (the embedded digits, a fixed number of
+steps), meaningful on a GPU (CIFAR-10, the papers' settings). The CLI and the
+chapters read them through :func:`default_recipe`, so the same command is
+fast in CI and useful on Colab.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from dataclasses import replace
+from typing import Sequence
 
 import torch
+import torch.nn as nn
 
-from .augment import ContrastiveViews
 from .data import ImageDataset, load_dataset
 from .evaluate import compare_representations, random_init_like
+from .methods import SSLMethod
+from .registry import REGISTRY, RUN_STEPS, Recipe, contrastive_views, method_spec
 from .runtime import describe_runtime, get_device, seed_everything
-from .train import fit
-from .methods import (
-    BYOL,
-    DINO,
-    MAE,
-    Colorization,
-    ContextEncoder,
-    DeepCluster,
-    DenoisingAutoencoder,
-    CPC,
-    Jigsaw,
-    MoCo,
-    RelativePosition,
-    RotationPrediction,
-    SimCLR,
-    SplitBrain,
-    SSLMethod,
-    SuperResolution,
-)
+from .train import History, fit
 
-__all__ = ["Recipe", "default_recipe", "build_method", "contrastive_views", "pretrain_and_probe", "probed_encoder", "METHODS"]
+__all__ = [
+    "Recipe",
+    "default_recipe",
+    "build_method",
+    "contrastive_views",
+    "pretrain_and_probe",
+    "probed_encoder",
+    "divergence",
+    "TrainingDivergedError",
+    "RecipeError",
+    "BASELINES",
+]
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How to pretrain one method (data, encoder widths, ``fit`` settings) and how to probe it.
-
-    ``probe_data`` and ``probe_size`` name the labelled dataset the encoder is
-    probed on (default: the pretraining data and size): the colour methods
-    pretrain on colour photos and are probed on digits. ``probe_depth`` probes
-    the first ``probe_depth`` layers of the encoder (its ``truncated``), the
-    layer its chapter recommends; None probes the whole encoder.
-    """
-
-    data: str
-    size: int | None
-    widths: tuple[int, int]
-    batch_size: int
-    lr: float
-    budget: float | None = None
-    epochs: int | None = None
-    probe_data: str | None = None
-    probe_size: int | None = None
-    probe_depth: int | None = None
-
-    @property
-    def probe_dataset(self) -> tuple[str, int | None]:
-        """(name, size) of the dataset the encoder is probed on."""
-        return (self.probe_data or self.data, self.probe_size if self.probe_data else self.size)
+class RecipeError(ValueError):
+    """A recipe (with the user's overrides) cannot build its method on its data, e.g. images too small for it."""
 
 
-# method name -> (CPU recipe, GPU recipe)
-_RECIPES: dict[str, tuple[Recipe, Recipe]] = {
-    "dae": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=2e-3, budget=60),
-        # the seed report 000's encoder at full width, on CIFAR-10 (the report used Adam at 2e-4 with batches of 64)
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    # measured (50 s, one thread): random blocks inpainted best, probed at the whole encoder (layer 9)
-    "context": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=2e-3, budget=60),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    "superres": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=2e-3, budget=60),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    "deepcluster": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=2e-3, budget=60),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    # The spatial pretext tasks, probed at the layer where pretraining beat random init in our runs
-    # (50 s on one thread): rotation at layer 6 (its last layers specialise in angles), relative
-    # position and jigsaw at layer 3 (on centred digits a tile's position shows in its content, so
-    # the deeper layers learn that shortcut; jigsaw's are worse than random init).
-    "rotation": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=1e-3, budget=60, probe_depth=6),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    "relpos": (
-        Recipe(data="digits", size=32, widths=(32, 64), batch_size=128, lr=1e-3, budget=60, probe_depth=3),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    "jigsaw": (
-        Recipe(data="digits", size=32, widths=(32, 64), batch_size=64, lr=3e-3, budget=60, probe_depth=3),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    # The colour methods pretrain on colour photo patches (CPU) or CIFAR-10 (GPU); on the CPU their
-    # encoders are probed on digits through the lightness channel, at layer 3 (measured: the later
-    # layers transfer from photos to digits no better than random init).
-    "colorization": (
-        Recipe(data="photos", size=32, widths=(32, 64), batch_size=64, lr=2e-3, budget=60,
-               probe_data="digits", probe_size=32, probe_depth=3),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    "splitbrain": (
-        Recipe(data="photos", size=32, widths=(32, 64), batch_size=64, lr=2e-3, budget=60,
-               probe_data="digits", probe_size=32, probe_depth=3),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    # Contrastive: measured on digits (45 s, one thread, 2-core CPU under load): batches of 128 at
-    # lr 3e-3 took SimCLR from 86.2% (random init) to 94.1% linear at 10% labels, MoCo to 93.1%.
-    "simclr": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=512, lr=1e-3, epochs=30),
-    ),
-    "moco": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=3e-3, budget=60),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    # CPC cuts 8-pixel patches every 4 pixels: 24-pixel digits give a 5 x 5 grid (measured, 40 s,
-    # one thread, under load: 93.1% linear at 10% against 91.4% at random init, 91.0% raw pixels)
-    "cpc": (
-        Recipe(data="digits", size=24, widths=(32, 64), batch_size=64, lr=2e-3, budget=60),
-        Recipe(data="cifar10", size=None, widths=(32, 64), batch_size=128, lr=1e-3, epochs=30),
-    ),
-    # Self-distillation and masked modeling: BYOL's target momentum and DINO's teacher temperature are tuned on digits (see METHODS).
-    # BYOL in batches of 64: no negatives, so a small batch loses nothing, and twice the steps fit in the budget
-    # (measured at target momentum 0.9: 92.0% linear at 10% labels after 400 steps of 64, in 95 s on one loaded thread)
-    "byol": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=64, lr=3e-3, budget=60),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    "dino": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=64, lr=1e-3, budget=60),
-        Recipe(data="cifar10", size=None, widths=(96, 192), batch_size=256, lr=1e-3, epochs=30),
-    ),
-    # MAE's encoder is a Vision Transformer (widths unused): 16-pixel digits in 4 x 4 patches
-    "mae": (
-        Recipe(data="digits", size=16, widths=(32, 64), batch_size=128, lr=1e-3, budget=60),
-        Recipe(data="cifar10", size=None, widths=(32, 64), batch_size=256, lr=1.5e-4, epochs=30)  # the paper's base rate at batch 256,
-    ),
-}
-
-#: Sources whose images change meaning when mirrored (a flipped 2 is no digit).
-_NO_FLIP = {"digits", "mnist", "svhn"}
-
-
-def contrastive_views(train: ImageDataset) -> ContrastiveViews:
-    """The two-view augmentation for ``train``: SimCLR's, without flips on digits and with
-    crops of at least 30% of the image on images of 16 pixels or fewer (smaller crops miss the digit)."""
-    size = train.image_shape[-1]
-    return ContrastiveViews(
-        size,
-        flip_p=0.0 if train.name in _NO_FLIP else 0.5,
-        crop_scale=(0.3, 1.0) if size <= 16 else (0.2, 1.0),
-    )
-
-
-#: What each CLI name builds: name -> function(train, widths) -> method, where ``train`` is the
-#: pretraining ImageDataset (its channels set the encoder's; DeepCluster keeps its images).
-#: The DAE masks half of each image's pixels: on digits it beat gaussian noise here.
-METHODS: dict[str, Callable[[ImageDataset, tuple[int, int]], SSLMethod]] = {
-    "dae": lambda train, widths: DenoisingAutoencoder(
-        in_channels=train.image_shape[0], widths=widths, corruption="masking", noise_level=0.5
-    ),
-    "ae": lambda train, widths: DenoisingAutoencoder(in_channels=train.image_shape[0], widths=widths, corruption=None),
-    "context": lambda train, widths: ContextEncoder(in_channels=train.image_shape[0], widths=widths, mask="random_block"),
-    "superres": lambda train, widths: SuperResolution(in_channels=train.image_shape[0], widths=widths, factor=2),
-    # the paper's loss: classification over ab bins with class rebalancing
-    "colorization": lambda train, widths: Colorization(widths=widths, loss="classification"),
-    "splitbrain": lambda train, widths: SplitBrain(widths=widths),
-    "deepcluster": lambda train, widths: DeepCluster(train, widths=widths),
-    "rotation": lambda train, widths: RotationPrediction(
-        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1]
-    ),
-    "relpos": lambda train, widths: RelativePosition(
-        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1]
-    ),
-    "jigsaw": lambda train, widths: Jigsaw(in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1]),
-    # widths[0] is the patch encoder's width; CPC's encoder is its own (a grid of patch vectors)
-    "cpc": lambda train, widths: CPC(in_channels=train.image_shape[0], image_size=train.image_shape[-1], width=widths[0]),
-    "simclr": lambda train, widths: SimCLR(
-        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train)
-    ),
-    "moco": lambda train, widths: MoCo(
-        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train)
-    ),
-    # BYOL's target momentum for short CPU runs, measured on digits (batches of 64, one thread, linear probe at 10%
-    # labels, random init 86.9%): after 250 steps 0.8 gave 90.3% and 0.9 86.9% (0.9 needs 400 steps for 92.0%);
-    # in batches of 128 the paper-like 0.99 gave 84.4% after 400 steps: too slow a target for a short run
-    "byol": lambda train, widths: BYOL(
-        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train),
-        momentum=0.8,
-    ),
-    "dino": lambda train, widths: DINO(
-        in_channels=train.image_shape[0], widths=widths, image_size=train.image_shape[-1], views=contrastive_views(train),
-        local_crops=2, local_scale=(0.1, 0.4) if train.image_shape[-1] <= 16 else (0.05, 0.4), teacher_temp=0.02,
-    ),
-    # MAE on digits first learns only the average digit (a plateau of some 500 steps, measured in the masked
-    # autoencoders chapter); a smaller ViT than the package's default gets past it within the CPU budget (measured,
-    # 60 s on one thread: about 2,000 steps, linear probe at 10% labels 87.5% against 76.6% for the same ViT at
-    # random init; the default ViT got 422 steps under load and stayed at random-init level, 78.6% against 79.4%)
-    "mae": lambda train, widths: MAE(
-        in_channels=train.image_shape[0], image_size=train.image_shape[-1], patch_size=4, dim=64, depth=2, decoder_dim=32
-    ),
-}
+class TrainingDivergedError(FloatingPointError):
+    """Pretraining blew up (the weights or the loss grew by orders of magnitude); the model was not probed."""
 
 
 def default_recipe(method: str, device: str | torch.device = "cpu", **overrides) -> Recipe:
-    """The recipe of ``method`` for ``device`` (CPU: digits and a time budget; CUDA: a real dataset, epochs).
+    """The recipe of ``method`` for ``device`` (CUDA: the GPU recipe; anything else: the CPU recipe).
 
-    Keyword ``overrides`` replace fields, e.g. ``default_recipe("dae", budget=30)``.
+    Keyword ``overrides`` replace fields, e.g. ``default_recipe("dae", steps=200)``;
+    None values are ignored.
     """
-    if method not in _RECIPES:
-        raise ValueError(f"no recipe for {method!r}; known methods: {sorted(_RECIPES)}")
-    cpu, gpu = _RECIPES[method]
-    recipe = gpu if torch.device(device).type == "cuda" else cpu
+    if method not in REGISTRY:
+        raise ValueError(f"no recipe for {method!r}; known methods: {sorted(REGISTRY)}")
+    recipe = method_spec(method).recipe(torch.device(device).type)
     return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def build_method(name: str, train: ImageDataset, widths: tuple[int, int]) -> SSLMethod:
-    """A fresh method by its CLI name (``"dae"``, ``"ae"``, ``"colorization"``, ...), for pretraining on ``train``."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
-    return METHODS[name](train, widths)
+def build_method(name: str, train: ImageDataset, recipe: Recipe | Sequence[int] | None = None) -> SSLMethod:
+    """A fresh method by its registry name (``"dae"``, ``"ae"``, ``"colorization"``, ...), for pretraining on ``train``.
+
+    ``recipe`` gives the encoder and the method's settings: a :class:`Recipe`,
+    or the conv encoder's ``widths`` (the method's CPU recipe with those widths,
+    as the chapters build them), or None (the CPU recipe). Constructor keywords
+    come from the data (channels, image size, augmentation) and then from the
+    recipe's ``settings``; :data:`~sslcourse.registry.RUN_STEPS` becomes the
+    run's length in steps.
+    """
+    spec = method_spec(name)
+    if recipe is None:
+        recipe = spec.cpu
+    elif not isinstance(recipe, Recipe):
+        recipe = replace(spec.cpu, widths=tuple(recipe))
+    if recipe.encoder not in spec.encoders:
+        raise RecipeError(f"{name} takes the encoders {list(spec.encoders)}; the recipe names {recipe.encoder!r}")
+    run_steps = recipe.run_steps(len(train))
+    settings = {key: run_steps if value == RUN_STEPS else value for key, value in recipe.settings.items()}
+    return spec.cls(**{**spec.inputs(train, recipe), **settings})
 
 
-def probed_encoder(encoder: torch.nn.Module, depth: int | None) -> torch.nn.Module:
+def probed_encoder(encoder: nn.Module, depth: int | None) -> nn.Module:
     """The part of ``encoder`` that is probed: its first ``depth`` layers (``encoder.truncated(depth)``), or all of it."""
     return encoder if depth is None else encoder.truncated(depth)
+
+
+def weights_rms(module: nn.Module) -> float:
+    """Root mean square of all of ``module``'s trainable weights: a scale to see them explode."""
+    params = [p.detach().float() for p in module.parameters() if p.requires_grad]
+    if not params:
+        return 0.0
+    total = sum(float(p.square().sum()) for p in params)
+    return math.sqrt(total / sum(p.numel() for p in params))
+
+
+#: How much the trainable weights' RMS, or the loss, may grow over a run before it counts as diverged.
+#: Healthy runs of the CPU recipes changed the weights' RMS by well under 10x (measured: the ratios are
+#: in the JSON of ``sslcourse pretrain``); a learning rate of 1e6 moves them by millions.
+DIVERGENCE_FACTOR = 100.0
+
+
+def divergence(history: History, rms_before: float, rms_after: float, factor: float = DIVERGENCE_FACTOR) -> str | None:
+    """Why a finished run counts as diverged, or None if it does not.
+
+    Diverged: weights that are not finite or whose RMS grew more than
+    ``factor`` times, or a loss whose last steps (the mean of the last 10%,
+    at most 10 steps) are above ``factor`` times its first ones.
+    """
+    if not math.isfinite(rms_after):
+        return f"the weights became {rms_after}"
+    if rms_before > 0 and rms_after > factor * rms_before:
+        return f"the weights' root mean square grew from {rms_before:.3g} to {rms_after:.3g}"
+    losses = [value for value in history.loss if value is not None]
+    if len(losses) >= 2:
+        k = max(1, min(10, len(losses) // 10))
+        first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+        if not math.isfinite(last):
+            return f"the loss became {last}"
+        if first > 0 and last > factor * first:
+            return f"the loss grew from {first:.3g} (first steps) to {last:.3g} (last steps)"
+    return None
 
 
 BASELINES = ("random_init", "raw_pixels")
@@ -260,14 +141,24 @@ def pretrain_and_probe(
     """Pretrain method ``name`` by its ``recipe``, then probe it beside its baselines: what
     ``sslcourse pretrain NAME`` does and prints.
 
-    ``recipe`` defaults to :func:`default_recipe` for ``device``. Each row of
-    ``compared_with`` (other method names, e.g. ``("ae",)`` beside ``"dae"``) is
-    pretrained the same way. ``baselines`` are some of ``"random_init"`` (the
-    method's encoder at random initialisation, probed at the same layer) and
-    ``"raw_pixels"``. Returns ``{"method", "data", "pretrain_seconds", "pretrain_steps",
-    "runtime", "probe_data", "probe_layer", "rows"}`` where ``rows`` is
-    :func:`~sslcourse.evaluate.compare_representations`' result, and also the
-    trained ``"model"`` (not JSON: the CLI drops it).
+    ``recipe`` defaults to :func:`default_recipe` for ``device``; all of it
+    reaches :func:`~sslcourse.fit` (optimizer, learning rate, weight decay,
+    schedule, warm-up, batch size, stopping rule). Each row of
+    ``compared_with`` (other registry names, e.g. ``("ae",)`` beside
+    ``"dae"``) is built with its own settings and pretrained the same way.
+    ``baselines`` are some of ``"random_init"`` (the method's encoder at random
+    initialisation, probed at the same layer) and ``"raw_pixels"``.
+
+    Returns ``{"method", "data", "recipe", "pretrain_seconds", "pretrain_steps",
+    "weights_growth", "runtime", "probe_data", "probe_layer", "rows"}`` where
+    ``rows`` is :func:`~sslcourse.evaluate.compare_representations`' result,
+    ``weights_growth`` the factor by which the trainable weights' RMS changed,
+    and also the trained ``"model"`` (not JSON: the CLI drops it).
+
+    Raises:
+        RecipeError: the recipe cannot build the method on its data.
+        NonFiniteLossError: (from fit) the loss became NaN or infinite.
+        TrainingDivergedError: the run blew up (see :func:`divergence`); nothing is probed.
     """
     unknown = set(baselines) - set(BASELINES)
     if unknown:
@@ -282,15 +173,26 @@ def pretrain_and_probe(
     encoders: dict = {}
     seconds: dict[str, float] = {}
     steps: dict[str, int] = {}
+    growth: dict[str, float] = {}
     model = None
     for row in [name, *compared_with]:
+        # a comparison row keeps its own method settings (the plain autoencoder has no corruption)
+        row_recipe = recipe if row == name else replace(recipe, settings=default_recipe(row, device).settings)
         seed_everything(seed)
-        method = build_method(row, train, recipe.widths)
+        try:
+            method = build_method(row, train, row_recipe)
+        except (ValueError, TypeError) as error:
+            raise RecipeError(f"cannot build {row} for {recipe.data} images of {tuple(train.image_shape)}: {error}") from error
+        before = weights_rms(method)
         start = time.perf_counter()
-        history = fit(method, train, budget=recipe.budget, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
-                      device=device, seed=seed, progress=progress)
+        history = fit(method, train, **row_recipe.fit_arguments(), device=device, seed=seed, progress=progress)
         seconds[row] = time.perf_counter() - start
+        after = weights_rms(method)
+        reason = divergence(history, before, after)
+        if reason is not None:
+            raise TrainingDivergedError(f"{row} diverged after {len(history)} steps at lr {recipe.lr:g}: {reason}")
         steps[row] = len(history)
+        growth[row] = after / before if before > 0 else float("nan")
         encoders[row] = probed_encoder(method.encoder, recipe.probe_depth)
         if row == name:
             model = method
@@ -302,11 +204,14 @@ def pretrain_and_probe(
     return {
         "method": name,
         "data": recipe.data,
+        "recipe": recipe.to_dict(),
         "pretrain_seconds": round(seconds[name], 2),
         "pretrain_steps": steps[name],
+        "weights_growth": round(growth[name], 3),
         "runtime": describe_runtime(device),
         "probe_data": probe_name,
         "probe_layer": recipe.probe_depth if recipe.probe_depth is not None else "all",
         "rows": rows,
         "model": model,
     }
+

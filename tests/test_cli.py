@@ -1,4 +1,4 @@
-"""The `sslcourse` command: info, pretrain (table and JSON), and bad input."""
+"""The `sslcourse` command: info, pretrain (table and JSON), bad input, Ctrl-C and divergence."""
 
 import json
 import subprocess
@@ -8,11 +8,15 @@ import pytest
 import torch
 
 import sslcourse
-from sslcourse import cli
+from sslcourse import cli, recipes
+from sslcourse.registry import PRETRAINABLE, REGISTRY
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sslcourse", *args], capture_output=True, text=True, timeout=600)
+def run_cli(*args: str, **env) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "sslcourse", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
 
 
 def test_info_describes_the_runtime():
@@ -26,14 +30,121 @@ def test_unknown_method_is_refused_with_the_choices():
     out = run_cli("pretrain", "nosuchmethod")
     assert out.returncode == 2
     assert "invalid choice" in out.stderr and "dae" in out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- bad values: one line, exit code 2
+BAD_VALUES = [
+    # (arguments, the option named, what the message says is accepted)
+    (["pretrain", "dae", "--budget", "-1"], "--budget", "positive finite number"),
+    (["pretrain", "dae", "--budget", "nan"], "--budget", "positive finite number"),
+    (["pretrain", "dae", "--epochs", "0"], "--epochs", "positive whole number"),
+    (["pretrain", "dae", "--steps", "0"], "--steps", "positive whole number"),
+    (["pretrain", "dae", "--steps", "ten"], "--steps", "positive whole number"),
+    (["pretrain", "dae", "--batch-size", "0"], "--batch-size", "positive whole number"),
+    (["pretrain", "dae", "--size", "0"], "--size", "from 1 to 1024"),
+    (["pretrain", "dae", "--lr", "nan"], "--lr", "positive finite number"),
+    (["pretrain", "dae", "--lr", "-1"], "--lr", "positive finite number"),
+    (["pretrain", "dae", "--lr", "inf"], "--lr", "positive finite number"),
+    (["pretrain", "dae", "--data", "imagenet"], "--data", "known datasets: digits, photos, cifar10"),
+    (["pretrain", "dae", "--device", "tpu"], "--device", "expected cpu, cuda, cuda:N or mps (available here: cpu"),
+    (["info", "--device", "bogus"], "--device", "expected cpu, cuda, cuda:N or mps (available here: cpu"),
+    (["pretrain", "dae", "--seed", "-1"], "--seed", "from 0 to 2**63 - 1"),
+    (["pretrain", "dae", "--threads", "0"], "--threads", "positive whole number"),
+]
+
+
+@pytest.mark.parametrize("argv, option, accepted", BAD_VALUES, ids=[" ".join(a[2:] or a) for a, _, _ in BAD_VALUES])
+def test_a_bad_value_is_one_line_naming_option_value_and_what_is_accepted(argv, option, accepted, capsys, monkeypatch):
+    loaded = []
+    monkeypatch.setattr(recipes, "load_dataset", lambda *a, **k: loaded.append(a))  # nothing may be loaded
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    value = argv[argv.index(option) + 1]
+    assert f"argument {option}: " in lines[0] and repr(value) in lines[0] and accepted in lines[0], lines[0]
+    assert loaded == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_without_a_gpu_says_which_devices_are_available(capsys):
+    assert cli.main(["pretrain", "dae", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --device: device 'cuda' is not available here; available: cpu" in err
+
+
+def test_a_bad_device_in_the_environment_is_refused_like_the_option(capsys, monkeypatch):
+    monkeypatch.setenv("SSLCOURSE_DEVICE", "bogus")
+    assert cli.main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SSLCOURSE_DEVICE" in err and "'bogus'" in err
+
+
+def test_bad_values_end_to_end_show_no_traceback():
+    for args in (["pretrain", "dae", "--lr", "nan"], ["pretrain", "simclr", "--data", "imagenet"], ["info", "--device", "tpu"]):
+        out = run_cli(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+        assert out.stdout == ""
+
+
+def test_help_and_version_return_zero(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("sslcourse ")
+
+
+# --------------------------------------------------------------------------- Ctrl-C and divergence
+def test_ctrl_c_during_pretraining_stops_with_130_and_one_line(capsys, monkeypatch, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipes, "fit", interrupted)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["pretrain", "dae", "--steps", "5", "--quiet"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "interrupted" in captured.err and "nothing was saved" in captured.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_diverging_run_is_reported_with_advice_and_not_probed(capsys, monkeypatch):
+    probed = []
+    monkeypatch.setattr(recipes, "compare_representations", lambda *a, **k: probed.append(1) or {})
+    assert cli.main(["pretrain", "dae", "--lr", "1e6", "--steps", "3", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and probed == []
+    assert captured.err.count("\n") == 1, captured.err
+    assert "diverged" in captured.err and "--lr smaller than 1e+06" in captured.err
+
+
+def test_arguments_that_do_not_fit_the_method_are_one_line_and_exit_2(capsys):
+    # an image side the conv encoder cannot take (two stride-2 layers need a multiple of 4)
+    assert cli.main(["pretrain", "simclr", "--size", "6", "--steps", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sslcourse pretrain: cannot build simclr")
+
+
+# --------------------------------------------------------------------------- recipes the CLI uses
+def test_the_stopping_rule_given_replaces_the_recipes():
+    parse = cli._parser().parse_args
+    default = cli.recipe_from_args(parse(["pretrain", "simclr"]), "cpu")
+    assert default == REGISTRY["simclr"].cpu and default.steps is not None
+    by_time = cli.recipe_from_args(parse(["pretrain", "simclr", "--budget", "30"]), "cpu")
+    assert (by_time.steps, by_time.epochs, by_time.budget) == (None, None, 30.0)
+    both = cli.recipe_from_args(parse(["pretrain", "simclr", "--budget", "30", "--steps", "50"]), "cpu")
+    assert (both.steps, both.budget) == (50, 30.0)
+    other = cli.recipe_from_args(parse(["pretrain", "colorization", "--data", "digits", "--lr", "0.01"]), "cpu")
+    assert (other.data, other.size, other.probe_data, other.lr) == ("digits", None, None, 0.01)
 
 
 @pytest.mark.slow
 def test_pretrain_json_has_every_row_probe_and_fraction(capsys):
-    assert cli.main(["pretrain", "dae", "--data", "digits", "--budget", "3", "--json"]) == 0
+    assert cli.main(["pretrain", "dae", "--data", "digits", "--steps", "20", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["method"] == "dae" and result["data"] == "digits"
-    assert 3 <= result["pretrain_seconds"] < 60
+    assert result["method"] == "dae" and result["data"] == "digits" and result["pretrain_steps"] == 20
+    assert result["pretrain_seconds"] > 0 and result["recipe"]["steps"] == 20
     assert set(result["rows"]) == {"dae", "ae", "random_init", "raw_pixels"}
     for row in result["rows"].values():
         assert set(row) == {"linear", "knn"}
@@ -45,10 +156,19 @@ def test_pretrain_json_has_every_row_probe_and_fraction(capsys):
 
 
 @pytest.mark.slow
+def test_the_same_seed_gives_the_same_accuracies(capsys):
+    results = []
+    for _ in range(2):
+        assert cli.main(["pretrain", "simclr", "--steps", "15", "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["rows"] == results[1]["rows"] and results[0]["pretrain_steps"] == 15
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("threads", [None, 1, 2])
 def test_pretrain_trains_on_the_threads_asked_for_and_restores_them(threads, capsys):
     before = torch.get_num_threads()
-    args = ["pretrain", "dae", "--budget", "1", "--json"]
+    args = ["pretrain", "dae", "--steps", "3", "--json"]
     if threads is not None:
         args += ["--threads", str(threads)]
     assert cli.main(args) == 0
@@ -59,16 +179,12 @@ def test_pretrain_trains_on_the_threads_asked_for_and_restores_them(threads, cap
     assert torch.get_num_threads() == before, "pretrain must restore the caller's torch threads"
 
 
-def test_pretrain_refuses_zero_threads(capsys):
-    assert cli.main(["pretrain", "dae", "--threads", "0"]) == 2
-    assert "--threads expects a positive number" in capsys.readouterr().err
-
-
 @pytest.mark.slow
-def test_pretrain_prints_a_table(capsys):
-    assert cli.main(["pretrain", "dae", "--budget", "2", "--quiet"]) == 0
+def test_pretrain_prints_a_table_with_steps_and_seconds(capsys):
+    assert cli.main(["pretrain", "dae", "--steps", "5", "--quiet"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
+    assert lines[0].startswith("dae pretrained on digits for 5 steps in ") and " s (sslcourse on cpu" in lines[0]
     header = next(line for line in lines if line.startswith("representation"))
     assert "linear @ 1%" in header and "knn @ 100%" in header
     for name in ("dae", "ae", "random_init", "raw_pixels"):
@@ -84,7 +200,7 @@ def test_missing_dataset_offline_fails_with_the_clear_error(tmp_path, monkeypatc
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.setenv("SSLCOURSE_DATA", str(tmp_path))
-    assert cli.main(["pretrain", "dae", "--data", "cifar10", "--budget", "1", "--quiet"]) == 1
+    assert cli.main(["pretrain", "dae", "--data", "cifar10", "--steps", "1", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sslcourse: ") and "CIFAR-10" in err
     assert str(tmp_path / "cifar10") in err and "data_batch_1" in err
@@ -92,7 +208,7 @@ def test_missing_dataset_offline_fails_with_the_clear_error(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_pretrain_a_colour_method_probes_it_on_digits_at_its_layer(capsys):
-    assert cli.main(["pretrain", "colorization", "--budget", "2", "--json"]) == 0
+    assert cli.main(["pretrain", "colorization", "--steps", "5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["data"] == "photos" and result["probe_data"] == "digits" and result["probe_layer"] == 3
     assert set(result["rows"]) == {"colorization", "random_init", "raw_pixels"}
@@ -102,15 +218,13 @@ def test_pretrain_a_colour_method_probes_it_on_digits_at_its_layer(capsys):
 def test_every_cli_method_has_a_recipe_and_builds():
     from sslcourse.recipes import build_method, default_recipe
 
-    for name in cli.PRETRAINABLE:
-        for device in ("cpu", "cuda"):
-            recipe = default_recipe(name, device)
-            assert recipe.budget or recipe.epochs
+    for name in PRETRAINABLE:
         recipe = default_recipe(name)
         train = sslcourse.load_dataset(recipe.data, "train", size=recipe.size).subset(torch.arange(64))
-        for built in (name, *cli.COMPARED_WITH.get(name, [])):
+        for built in (name, *REGISTRY[name].compared_with):
             method = build_method(built, train, recipe.widths)
             assert hasattr(method, "encoder") and callable(method.training_step)
+            method.on_epoch_start(0)  # what fit calls first (DeepCluster clusters there)
             out = method.training_step((train.floats()[:8], train.labels[:8]))
             assert torch.isfinite(out["loss"]), f"{built}: loss {out['loss']}"
 
@@ -120,7 +234,7 @@ def test_pretrain_and_probe_rows_baselines_and_model():
     from sslcourse.recipes import default_recipe, pretrain_and_probe
 
     result = pretrain_and_probe(
-        "dae", default_recipe("dae", "cpu", budget=1), device="cpu", baselines=("random_init",),
+        "dae", default_recipe("dae", "cpu", steps=5), device="cpu", baselines=("random_init",),
         fractions=(0.1,), probes=("linear",), repeats=1,
     )
     assert set(result["rows"]) == {"dae", "random_init"}
