@@ -243,3 +243,19 @@ def test_pretrain_and_probe_rows_baselines_and_model():
     assert isinstance(result["model"], DenoisingAutoencoder)
     with pytest.raises(ValueError, match="unknown baselines"):
         pretrain_and_probe("dae", baselines=("imagenet",))
+
+
+def test_nproc_trains_on_two_processes_and_prints_one_result(tmp_path):
+    import json as _json
+    import os as _os
+    import subprocess as _subprocess
+    import sys as _sys
+
+    env = {**_os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = _subprocess.run([_sys.executable, "-m", "sslcourse", "pretrain", "dae", "--steps", "3", "--nproc", "2", "--json"],
+                           capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout  # process 0 speaks for both
+    result = _json.loads(lines[0])
+    assert result["pretrain_steps"] == 3 and "Traceback" not in done.stderr
