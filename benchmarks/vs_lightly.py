@@ -204,20 +204,10 @@ class LightlySide:
 
 
 def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep memory it frees for reuse instead of returning it to the system.
+    """The package's own setting (:func:`sslcourse.runtime.keep_freed_memory`), which the command line turns on."""
+    from sslcourse.runtime import keep_freed_memory as keep
 
-    A training step allocates and frees activations of tens of megabytes. By default glibc
-    serves each from a fresh ``mmap`` and unmaps it when freed, so every step touches new pages
-    and pays a page fault for each 4 kB of them; on this virtual machine that was about half of
-    a SimCLR step's CPU time. With mmap off (``M_MMAP_MAX = 0``) and no trimming of the heap,
-    freed blocks are reused. Process-wide; returns False where it cannot be set (not glibc).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+    return keep()
 
 
 # ------------------------------------------------------------------ one run, in its own process

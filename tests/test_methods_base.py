@@ -37,12 +37,7 @@ from sslcourse.nets import ConvEncoder
 W = (8, 16)  # small encoders: these tests check plumbing, not representations
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
