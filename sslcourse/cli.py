@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     pre = sub.add_parser(
         "pretrain",
         help="pretrain a method, then probe it beside random init and raw pixels",
-        description="Pretrain METHOD, then report linear-probe and kNN accuracy at 1%%, 10%% and 100%% of the labels "
+        description="Pretrain METHOD, then report linear-probe and kNN accuracy at 1%, 10% and 100% of the labels "
         "for it, its comparison rows (the plain autoencoder for dae), the same encoder at random init, and raw "
         "pixels. Defaults come from the method's recipe (sslcourse/registry.py) for the device: on a CPU, the "
         "embedded digits (the colour methods pretrain on photo patches and are probed on digits) for a fixed "

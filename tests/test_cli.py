@@ -93,6 +93,9 @@ def test_bad_values_end_to_end_show_no_traceback():
 def test_help_and_version_return_zero(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("sslcourse ")
+    assert cli.main(["pretrain", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "at 1%, 10% and 100% of the labels" in text and "%%" not in text, text[:400]
 
 
 # --------------------------------------------------------------------------- Ctrl-C and divergence
