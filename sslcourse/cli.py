@@ -1,7 +1,8 @@
 """The ``sslcourse`` command.
 
     sslcourse info                                     describe the runtime
-    sslcourse pretrain dae                             pretrain by the method's recipe, then compare with the baselines
+    sslcourse pretrain dae                             pretrain by the method's recipe, then compare with the baselines:
+                                                       every accuracy as mean ± spread, and verdicts beyond the spread
     sslcourse pretrain dae --json                      the same result as one JSON object
     sslcourse pretrain simclr --steps 300 --seed 1     another stopping rule or seed (--epochs, --budget SECONDS)
     sslcourse pretrain colorization                    any method of the course by its name (sslcourse/registry.py)
@@ -139,7 +140,9 @@ def _parser() -> argparse.ArgumentParser:
         help="pretrain a method, then probe it beside random init and raw pixels",
         description="Pretrain METHOD, then report linear-probe and kNN accuracy at 1%, 10% and 100% of the labels "
         "for it, its comparison rows (the plain autoencoder for dae), the same encoder at random init, and raw "
-        "pixels. Defaults come from the method's recipe (sslcourse/registry.py) for the device: on a CPU, the "
+        "pixels, each as mean ± spread (over 5 labelled subsets; at 100%, over bootstrap resamples of the test set), "
+        "with a verdict of the method against every other row that counts a gap only beyond the spread. "
+        "Defaults come from the method's recipe (sslcourse/registry.py) for the device: on a CPU, the "
         "embedded digits (the colour methods pretrain on photo patches and are probed on digits) for a fixed "
         "number of steps, about a minute on a quiet 2-core machine, so the same seed gives the same numbers on "
         "any machine; on a GPU, CIFAR-10 for the papers' epochs. --steps, --epochs and --budget replace the "
@@ -266,17 +269,57 @@ def pretrain(args: argparse.Namespace) -> dict:
     return result
 
 
+def _percent(fraction: str) -> str:
+    return f"{100 * float(fraction):g}%"
+
+
+_PHRASES = {"beats": "beats", "is beaten by": "is beaten by", "within the spread of": "is within the spread of",
+            "no spread": "has no spread to compare with"}
+
+
+def verdict_lines(result: dict) -> list[str]:
+    """One line per probe and label fraction: the method against every other row, by :func:`sslcourse.evaluate.beats`."""
+    name, verdicts = result["method"], result["verdicts"]
+    if not verdicts:
+        return []
+    probes = next(iter(verdicts.values()))
+    lines = [f"verdicts: {name} beats a row only where the mean gap exceeds the spread of the paired gaps "
+             "(in brackets: the gap in points ± that spread)"]
+    for probe, fractions in probes.items():
+        for fraction in fractions:
+            parts = []
+            for other, cells in verdicts.items():
+                cell = cells[probe][fraction]
+                numbers = "" if cell["gap"] is None else f" ({100 * cell['gap']:+.1f} ± {100 * cell['gap_std']:.1f})"
+                parts.append(f"{_PHRASES[cell['verdict']]} {other}{numbers}")
+            lines.append(f"  {probe} @ {_percent(fraction)}: {name} " + ", ".join(parts))
+    return lines
+
+
+def result_to_json(result: dict) -> dict:
+    """The result of :func:`pretrain` in plain JSON types: every accuracy as ``Accuracy.to_dict()``, without the
+    bootstrap's resampled accuracies (the verdicts computed from them are included)."""
+    from .plots import format_spread_legend
+
+    out = dict(result)
+    out["rows"] = {row: {probe: {f: acc.to_dict(replicates=False) for f, acc in cells.items()} for probe, cells in probes.items()}
+                   for row, probes in result["rows"].items()}
+    out["spread"] = format_spread_legend(result["rows"])
+    return out
+
+
 def _print_table(result: dict) -> None:
-    from .plots import format_accuracy_table
+    from .plots import format_accuracy_table, format_spread_legend
 
     layer = "the whole encoder" if result["probe_layer"] == "all" else f"the encoder's first {result['probe_layer']} layers"
     print(
         f"{result['method']} pretrained on {result['data']} for {result['pretrain_steps']} steps in "
         f"{result['pretrain_seconds']:.1f} s ({result['runtime']})\n"
-        f"probed on {result['probe_data']} at {layer}: accuracy (%) on the test split; "
-        "fractions below 100% average 3 random labelled subsets\n"
+        f"probed on {result['probe_data']} at {layer}: accuracy (%) on the test split, mean ± spread\n"
     )
     print(format_accuracy_table(result["rows"]))
+    print(format_spread_legend(result["rows"]) + "\n")
+    print("\n".join(verdict_lines(result)))
 
 
 def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
@@ -334,7 +377,7 @@ def pretrain_command(args: argparse.Namespace, argv: list[str] | None = None) ->
     if not world().is_main:  # under torchrun, process 0 speaks for all
         return 0
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result_to_json(result)))
     else:
         _print_table(result)
     return 0

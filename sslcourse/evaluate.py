@@ -11,11 +11,16 @@ the course stands next to both.
 - :func:`fine_tune` trains encoder and a linear head on a fraction of labels.
 - :func:`compare_representations` and :func:`fine_tune_sweep` build the
   tables and curves of label efficiency.
+- :class:`Accuracy` is a mean accuracy that carries its spread, and
+  :func:`beats` / :func:`verdict` say whether a gap between two of them holds
+  beyond that spread.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -32,12 +37,20 @@ from .data import DeviceLoader, ImageDataset
 from .runtime import get_device
 
 __all__ = [
+    "Accuracy",
+    "beats",
+    "verdict",
+    "paired_gap",
+    "verdict_table",
+    "bootstrap_accuracies",
     "extract_features",
     "pixel_features",
     "random_init_like",
     "stratified_subset",
     "linear_probe",
     "knn_accuracy",
+    "predict_linear_probe",
+    "predict_knn",
     "compare_representations",
     "fine_tune",
     "fine_tune_sweep",
@@ -158,6 +171,24 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+def predict_linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    *,
+    C: float = 1.0,
+    max_iter: int = 2000,
+) -> np.ndarray:
+    """The classes that a logistic regression fitted on frozen, standardised features predicts for the test features.
+
+    Features (N, D) and (M, D) float, labels (N,) int. Returns (M,) predicted labels.
+    """
+    scaler = StandardScaler().fit(_numpy(train_features))
+    clf = LogisticRegression(C=C, max_iter=max_iter)
+    clf.fit(scaler.transform(_numpy(train_features)), _numpy(train_labels))
+    return clf.predict(scaler.transform(_numpy(test_features)))
+
+
 def linear_probe(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -171,10 +202,15 @@ def linear_probe(
 
     Features (N, D) float, labels (N,) int. Returns a float in [0, 1].
     """
-    scaler = StandardScaler().fit(_numpy(train_features))
-    clf = LogisticRegression(C=C, max_iter=max_iter)
-    clf.fit(scaler.transform(_numpy(train_features)), _numpy(train_labels))
-    return float(clf.score(scaler.transform(_numpy(test_features)), _numpy(test_labels)))
+    predicted = predict_linear_probe(train_features, train_labels, test_features, C=C, max_iter=max_iter)
+    return float(np.mean(predicted == _numpy(test_labels)))
+
+
+def predict_knn(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, *, k: int = 20) -> np.ndarray:
+    """The classes that a distance-weighted k-nearest-neighbour vote under cosine similarity predicts: (M,) labels."""
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(train_labels)), metric="cosine", weights="distance")
+    knn.fit(_numpy(train_features), _numpy(train_labels))
+    return knn.predict(_numpy(test_features))
 
 
 def knn_accuracy(
@@ -186,12 +222,230 @@ def knn_accuracy(
     k: int = 20,
 ) -> float:
     """Test accuracy of a distance-weighted k-nearest-neighbour vote under cosine similarity."""
-    knn = KNeighborsClassifier(n_neighbors=min(k, len(train_labels)), metric="cosine", weights="distance")
-    knn.fit(_numpy(train_features), _numpy(train_labels))
-    return float(knn.score(_numpy(test_features), _numpy(test_labels)))
+    return float(np.mean(predict_knn(train_features, train_labels, test_features, k=k) == _numpy(test_labels)))
 
 
 PROBES = {"linear": linear_probe, "knn": knn_accuracy}
+PREDICTORS = {"linear": predict_linear_probe, "knn": predict_knn}
+
+
+# ---------------------------------------------------------------- accuracies with their spread
+class Accuracy(float):
+    """A test accuracy in [0, 1] that knows how much it varies.
+
+    It is a ``float`` whose value is the mean accuracy, so ``f"{acc:.1%}"``,
+    ``100 * acc`` and ``acc > other`` work as with a plain number. It also holds:
+
+    - ``values``: the accuracies it is the mean of, e.g. one per labelled
+      subset; at 100% of the labels, the one accuracy on the whole test set.
+    - ``replicates``: the paired measurements its spread is computed over: the
+      same as ``values`` for labelled subsets; the accuracy on each bootstrap
+      resample of the test set when there is a single fit.
+    - ``std``: the sample standard deviation of ``replicates`` (NaN if there is
+      only one: then there is no spread).
+    - ``spread_of``: what the spread is over, in words ("5 labelled subsets").
+    - ``paired_on``: a label naming those subsets or resamples. Two accuracies
+      with the same label were measured on the same ones, in the same order,
+      so :func:`beats` can compare them pair by pair.
+
+    ``acc.pm()`` gives "92.0 ± 0.4" (percent); ``acc.to_dict()`` and
+    :meth:`Accuracy.from_dict` go to and from JSON.
+    """
+
+    __slots__ = ("values", "replicates", "std", "spread_of", "paired_on")
+
+    def __new__(
+        cls,
+        values: Sequence[float],
+        *,
+        spread_of: str,
+        replicates: Sequence[float] | None = None,
+        paired_on: str | None = None,
+    ) -> "Accuracy":
+        values = _accuracies("values", values)
+        replicates = values if replicates is None else _accuracies("replicates", replicates)
+        if not isinstance(spread_of, str) or not spread_of.strip():
+            raise ValueError(f"Accuracy: spread_of must say in words what the spread is over, got {spread_of!r}")
+        if paired_on is not None and not isinstance(paired_on, str):
+            raise TypeError(f"Accuracy: paired_on must be a string naming the subsets or resamples, got {type(paired_on).__name__}")
+        self = super().__new__(cls, float(np.mean(values)))
+        self.values = values
+        self.replicates = replicates
+        self.std = float(np.std(replicates, ddof=1)) if len(replicates) > 1 else math.nan
+        self.spread_of = spread_of
+        self.paired_on = paired_on
+        return self
+
+    def pm(self, digits: int = 1) -> str:
+        """The mean and its spread in percent: ``"92.0 ± 0.4"`` (or ``"92.0 (no spread: 1 labelled subset)"``)."""
+        mean = f"{100 * float(self):.{digits}f}"
+        return f"{mean} (no spread: {self.spread_of})" if math.isnan(self.std) else f"{mean} ± {100 * self.std:.{digits}f}"
+
+    def to_dict(self, *, replicates: bool = True) -> dict:
+        """``{"mean", "std", "values", "spread_of", "paired_on"}``, plus ``"replicates"`` where they are not the values.
+
+        Plain JSON types; ``std`` is None when there is no spread. ``replicates=False``
+        leaves out a bootstrap's 1000 resampled accuracies (a short record; :meth:`from_dict`
+        then cannot rebuild that cell).
+        """
+        out = {
+            "mean": float(self),
+            "std": None if math.isnan(self.std) else self.std,
+            "values": list(self.values),
+            "spread_of": self.spread_of,
+            "paired_on": self.paired_on,
+        }
+        if replicates and self.replicates != self.values:
+            out["replicates"] = list(self.replicates)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Accuracy":
+        """The :class:`Accuracy` that :meth:`to_dict` wrote. Raises ValueError if its mean or std do not follow from its values."""
+        missing = {"values", "spread_of"} - set(data)
+        if missing:
+            raise ValueError(f"Accuracy.from_dict: expected the keys of Accuracy.to_dict(); missing {sorted(missing)}")
+        acc = cls(data["values"], spread_of=data["spread_of"], replicates=data.get("replicates"), paired_on=data.get("paired_on"))
+        std = data.get("std")
+        if "mean" in data and not math.isclose(data["mean"], float(acc), rel_tol=1e-9, abs_tol=1e-12):
+            raise ValueError(f"Accuracy.from_dict: mean {data['mean']!r} is not the mean of the values ({float(acc)!r})")
+        if "std" in data and not (
+            (std is None and math.isnan(acc.std)) or (std is not None and math.isclose(std, acc.std, rel_tol=1e-9, abs_tol=1e-12))
+        ):
+            raise ValueError(
+                f"Accuracy.from_dict: std {std!r} is not the sample std of the "
+                f"{'replicates' if 'replicates' in data else 'values'} ({acc.std!r}); were the replicates left out?"
+            )
+        return acc
+
+    def __reduce__(self):
+        return (_accuracy_from_dict, (self.to_dict(),))
+
+    def __repr__(self) -> str:
+        return f"Accuracy({float(self):.4f} ± {self.std:.4f} over {self.spread_of})"
+
+    __str__ = float.__repr__  # str() and f"{acc}" stay the plain number
+
+
+def _accuracy_from_dict(data: dict) -> Accuracy:  # for pickle
+    return Accuracy.from_dict(data)
+
+
+def _accuracies(what: str, numbers: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(numbers, (str, bytes)) or not hasattr(numbers, "__len__"):
+        raise TypeError(f"Accuracy: {what} must be a sequence of accuracies in [0, 1], got {type(numbers).__name__}")
+    out = tuple(float(x) for x in numbers)
+    if not out:
+        raise ValueError(f"Accuracy: {what} is empty; expected at least one accuracy in [0, 1]")
+    bad = [x for x in out if not 0.0 <= x <= 1.0]  # also catches NaN
+    if bad:
+        raise ValueError(f"Accuracy: {what} must be accuracies in [0, 1]; got {bad[:3]}")
+    return out
+
+
+def paired_gap(a: Accuracy, b: Accuracy) -> tuple[float, float]:
+    """``(gap, spread)``: how far ``a``'s mean is above ``b``'s, and the sample standard deviation of the
+    paired gaps (``a.replicates[i] - b.replicates[i]``, subset by subset or resample by resample).
+
+    Raises TypeError unless both are :class:`Accuracy`, and ValueError if they were not measured on the same
+    subsets or resamples, or have no spread (a single subset).
+    """
+    for name, acc in (("a", a), ("b", b)):
+        if not isinstance(acc, Accuracy):
+            raise TypeError(
+                f"expected two Accuracy values (from compare_representations), but {name} is a {type(acc).__name__}: "
+                "a plain number has no spread to compare against"
+            )
+        if acc.paired_on is None:
+            raise ValueError(f"{name} = {acc!r} has no paired_on: without it nothing says which subsets or resamples it was measured on")
+        if len(acc.replicates) < 2:
+            raise ValueError(f"{name} = {acc!r} has no spread ({acc.spread_of}); measure it on 2 or more labelled subsets (repeats >= 2)")
+    if a.paired_on != b.paired_on or len(a.replicates) != len(b.replicates):
+        raise ValueError(
+            "the two accuracies were not measured on the same subsets or resamples, so their gaps cannot be paired: "
+            f"a on {a.paired_on!r} ({a.spread_of}), b on {b.paired_on!r} ({b.spread_of})"
+        )
+    gaps = np.subtract(a.replicates, b.replicates)
+    return float(a) - float(b), float(np.std(gaps, ddof=1))
+
+
+def beats(a: Accuracy, b: Accuracy) -> bool:
+    """Whether ``a`` is better than ``b`` beyond the noise: its mean gap exceeds the spread of the paired gaps.
+
+    The rule: take the gap between ``a`` and ``b`` on each labelled subset (the same subsets for both), and
+    say "beats" only if the mean gap is larger than the standard deviation of those gaps. With 5 subsets that
+    is a one-sided t-test at t > sqrt(5) = 2.2 (a gap this large arises by chance about 4% of the time). At
+    100% of the labels there is one fit, and the gaps are taken on each bootstrap resample of the test set:
+    their standard deviation is the standard error of the gap, so the rule there is the weaker z > 1 (about
+    16% by chance).
+
+    Raises TypeError for plain numbers, ValueError for accuracies measured on different subsets or
+    resamples, or with no spread. See :func:`paired_gap` for the numbers and :func:`verdict` for words.
+    """
+    gap, spread = paired_gap(a, b)
+    return gap > spread
+
+
+def verdict(a: Accuracy, b: Accuracy) -> str:
+    """``"beats"``, ``"is beaten by"`` or ``"within the spread of"``: ``a`` against ``b`` by :func:`beats`, for prose."""
+    if beats(a, b):
+        return "beats"
+    if beats(b, a):
+        return "is beaten by"
+    return "within the spread of"
+
+
+def verdict_table(
+    rows: Mapping[str, Mapping[str, Mapping[str, Accuracy]]], ours: str
+) -> dict[str, dict[str, dict[str, dict]]]:
+    """Row ``ours`` of a :func:`compare_representations` result against each other row, cell by cell.
+
+    Returns ``{other: {probe: {fraction: {"verdict", "gap", "gap_std"}}}}``: the :func:`verdict`, the
+    gap of the means and the spread of the paired gaps (accuracy units). A cell without spread (one
+    labelled subset) gets the verdict ``"no spread"`` and None for its numbers.
+    """
+    if ours not in rows:
+        raise ValueError(f"verdict_table: no row {ours!r}; the rows are {list(rows)}")
+    table: dict[str, dict[str, dict[str, dict]]] = {}
+    for other in (name for name in rows if name != ours):
+        table[other] = {}
+        for probe, cells in rows[ours].items():
+            table[other][probe] = {}
+            for fraction, acc in cells.items():
+                theirs = rows[other][probe][fraction]
+                if len(acc.replicates) < 2 or len(theirs.replicates) < 2:
+                    table[other][probe][fraction] = {"verdict": "no spread", "gap": None, "gap_std": None}
+                    continue
+                gap, spread = paired_gap(acc, theirs)
+                table[other][probe][fraction] = {"verdict": verdict(acc, theirs), "gap": gap, "gap_std": spread}
+    return table
+
+
+def bootstrap_accuracies(correct: np.ndarray | torch.Tensor, *, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """The accuracy on each of ``resamples`` bootstrap resamples of a test set: (resamples,) float64.
+
+    ``correct`` (N,) bool says which test images were classified right. Each resample draws N test images
+    with replacement, by a generator seeded with ``seed``: the same seed and N give the same resamples,
+    so the accuracies of two classifiers on one test set are paired resample by resample.
+    """
+    correct = correct.cpu() if isinstance(correct, torch.Tensor) else torch.from_numpy(np.asarray(correct))
+    if correct.dim() != 1 or len(correct) == 0 or correct.dtype != torch.bool:
+        raise ValueError(f"bootstrap_accuracies: expected a non-empty (N,) bool array, got shape {tuple(correct.shape)} {correct.dtype}")
+    if not isinstance(resamples, int) or resamples < 2:
+        raise ValueError(f"bootstrap_accuracies: resamples must be an int >= 2, got {resamples!r}")
+    gen = torch.Generator().manual_seed(seed)
+    hits = correct.to(torch.float64)
+    n, chunk = len(correct), 100  # draw 100 resamples at a time: (100, N) indices at most in memory
+    out = [hits[torch.randint(0, n, (min(chunk, resamples - i), n), generator=gen)].mean(1) for i in range(0, resamples, chunk)]
+    return torch.cat(out).numpy()
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(np.ascontiguousarray(_numpy(torch.as_tensor(t)).astype(np.int64)).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:10]
 
 
 def compare_representations(
@@ -201,21 +455,43 @@ def compare_representations(
     *,
     fractions: Sequence[float] = (0.01, 0.1, 1.0),
     probes: Sequence[str] = ("linear", "knn"),
-    repeats: int = 3,
+    repeats: int = 5,
+    bootstrap: int = 1000,
+    bootstrap_seed: int = 0,
     device: str | torch.device | None = None,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Probe each representation at each label fraction.
+) -> dict[str, dict[str, dict[str, Accuracy]]]:
+    """Probe each representation at each label fraction; each accuracy comes with its spread.
 
-    ``encoders`` maps a row name to an encoder, or to None for raw pixels. For
-    fractions below 1 the accuracy is the mean over ``repeats`` random labelled
-    subsets (small fractions are noisy). Returns
-    ``{row: {probe: {str(fraction): accuracy}}}``, e.g.
-    ``rows["dae"]["linear"]["0.1"]``.
+    ``encoders`` maps a row name to an encoder, or to None for raw pixels.
+    Returns ``{row: {probe: {str(fraction): Accuracy}}}``, e.g.
+    ``rows["dae"]["linear"]["0.1"]``: an :class:`Accuracy`, a float (the mean)
+    that also holds its spread.
+
+    - Fractions below 1: the mean over ``repeats`` stratified labelled subsets
+      (subset seeds 0 to repeats - 1, the same subsets for every row, so rows
+      are paired), and the sample standard deviation over them.
+    - Fraction 1: one fit on all the labels (both probes are deterministic);
+      the spread is the standard deviation over ``bootstrap`` resamples of the
+      test images (seeded by ``bootstrap_seed``, the same for every row), of
+      the accuracy of the test predictions: nothing is refitted.
+
+    Use :func:`beats` or :func:`verdict` to say whether one row is better than another.
     """
     unknown = set(probes) - set(PROBES)
     if unknown:
         raise ValueError(f"unknown probes {sorted(unknown)}; expected some of {sorted(PROBES)}")
-    rows: dict[str, dict[str, dict[str, float]]] = {}
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int (labelled subsets per fraction), got {repeats!r}")
+    if not isinstance(bootstrap, int) or bootstrap < 2:
+        raise ValueError(f"bootstrap must be an int >= 2 (resamples of the test set), got {bootstrap!r}")
+    test_labels = _numpy(test.labels)
+    labels_digest = _digest(train.labels, test.labels)
+    # the labelled subsets of each fraction, drawn once and shared by every row
+    subsets = {
+        fraction: [stratified_subset(train.labels, fraction, seed=seed) for seed in (range(repeats) if fraction < 1 else range(1))]
+        for fraction in fractions
+    }
+    rows: dict[str, dict[str, dict[str, Accuracy]]] = {}
     for name, encoder in encoders.items():
         if encoder is None:
             f_train, f_test = pixel_features(train), pixel_features(test)
@@ -225,12 +501,22 @@ def compare_representations(
         for probe in probes:
             rows[name][probe] = {}
             for fraction in fractions:
-                seeds = range(repeats) if fraction < 1 else range(1)
-                accs = []
-                for seed in seeds:
-                    idx = stratified_subset(train.labels, fraction, seed=seed)
-                    accs.append(PROBES[probe](f_train[idx], train.labels[idx], f_test, test.labels))
-                rows[name][probe][str(float(fraction))] = float(np.mean(accs))
+                correct = [PREDICTORS[probe](f_train[idx], train.labels[idx], f_test) == test_labels for idx in subsets[fraction]]
+                if fraction < 1:
+                    count = len(correct)
+                    acc = Accuracy(
+                        [float(np.mean(c)) for c in correct],
+                        spread_of=f"{count} labelled subset{'s' if count > 1 else ''}",
+                        paired_on=f"{count} stratified subsets of {float(fraction):g} of the labels (seeds 0-{count - 1}), labels #{labels_digest}",
+                    )
+                else:
+                    acc = Accuracy(
+                        [float(np.mean(correct[0]))],
+                        replicates=bootstrap_accuracies(correct[0], resamples=bootstrap, seed=bootstrap_seed).tolist(),
+                        spread_of=f"{bootstrap} bootstrap resamples of the {len(test_labels)} test images",
+                        paired_on=f"{bootstrap} bootstrap resamples (seed {bootstrap_seed}) of the test images, labels #{labels_digest}",
+                    )
+                rows[name][probe][str(float(fraction))] = acc
     return rows
 
 

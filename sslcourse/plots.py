@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-__all__ = ["image_grid", "loss_curve", "label_efficiency_curve", "tsne_scatter", "format_accuracy_table"]
+__all__ = ["image_grid", "loss_curve", "label_efficiency_curve", "tsne_scatter", "format_accuracy_table", "format_spread_legend"]
 
 
 def _plt():
@@ -110,12 +110,39 @@ def tsne_scatter(embedding: np.ndarray, labels: torch.Tensor | np.ndarray, *, cl
     return ax
 
 
+def _percent(fraction: str) -> str:
+    return f"{100 * float(fraction):g}%"
+
+
+def _cell(accuracy: float) -> str:
+    """ "92.0 ± 0.4" for an :class:`~sslcourse.evaluate.Accuracy`, "92.0" for a plain float (percent)."""
+    return accuracy.pm() if hasattr(accuracy, "pm") else f"{100 * accuracy:.1f}"
+
+
 def format_accuracy_table(rows: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """A plain-text table of :func:`sslcourse.evaluate.compare_representations` results."""
+    """A plain-text table of :func:`sslcourse.evaluate.compare_representations` results:
+    every cell in percent, as "mean ± spread" where it carries its spread."""
     probes = list(next(iter(rows.values())))
     fractions = list(next(iter(rows.values()))[probes[0]])
-    header = ["representation"] + [f"{p} @ {100 * float(f):g}%" for p in probes for f in fractions]
-    body = [[name] + [f"{100 * rows[name][p][f]:.1f}" for p in probes for f in fractions] for name in rows]
+    header = ["representation"] + [f"{p} @ {_percent(f)}" for p in probes for f in fractions]
+    body = [[name] + [_cell(rows[name][p][f]) for p in probes for f in fractions] for name in rows]
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])
+
+
+def format_spread_legend(rows: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """One line saying what each "±" of :func:`format_accuracy_table` is over, label fraction by fraction."""
+    cells = next(iter(next(iter(rows.values())).values()))
+    by_spread: dict[str, list[str]] = {}
+    for fraction, acc in cells.items():
+        by_spread.setdefault(getattr(acc, "spread_of", "a single measurement (no spread)"), []).append(_percent(fraction))
+    parts = []
+    for spread_of, fractions in by_spread.items():
+        at = " and ".join(fractions)
+        if "bootstrap" in spread_of:
+            parts.append(f"at {at} of the labels over {spread_of} "
+                         "(one fit per row; its test predictions resampled, the same resamples for every row)")
+        else:
+            parts.append(f"at {at} of the labels over {spread_of} (the same subsets for every row)")
+    return "± is the sample standard deviation: " + "; ".join(parts)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .data import ImageDataset, load_dataset
-from .evaluate import compare_representations, random_init_like
+from .evaluate import compare_representations, random_init_like, verdict_table
 from .methods import SSLMethod
 from .registry import REGISTRY, RUN_STEPS, Recipe, contrastive_views, method_spec
 from .runtime import describe_runtime, get_device, seed_everything
@@ -135,7 +135,7 @@ def pretrain_and_probe(
     baselines: Sequence[str] = BASELINES,
     fractions: Sequence[float] = (0.01, 0.1, 1.0),
     probes: Sequence[str] = ("linear", "knn"),
-    repeats: int = 3,
+    repeats: int = 5,
     progress: bool = False,
 ) -> dict:
     """Pretrain method ``name`` by its ``recipe``, then probe it beside its baselines: what
@@ -150,10 +150,13 @@ def pretrain_and_probe(
     initialisation, probed at the same layer) and ``"raw_pixels"``.
 
     Returns ``{"method", "data", "recipe", "pretrain_seconds", "pretrain_steps",
-    "weights_growth", "runtime", "probe_data", "probe_layer", "rows"}`` where
-    ``rows`` is :func:`~sslcourse.evaluate.compare_representations`' result,
-    ``weights_growth`` the factor by which the trainable weights' RMS changed,
-    and also the trained ``"model"`` (not JSON: the CLI drops it).
+    "weights_growth", "runtime", "probe_data", "probe_layer", "rows", "verdicts"}`` where
+    ``rows`` is :func:`~sslcourse.evaluate.compare_representations`' result
+    (each cell an :class:`~sslcourse.evaluate.Accuracy`: the mean over
+    ``repeats`` labelled subsets, with its spread), ``verdicts`` is
+    :func:`~sslcourse.evaluate.verdict_table` of the method against every
+    other row, ``weights_growth`` the factor by which the trainable weights'
+    RMS changed, and also the trained ``"model"`` (not JSON: the CLI drops it).
 
     Raises:
         RecipeError: the recipe cannot build the method on its data.
@@ -212,6 +215,7 @@ def pretrain_and_probe(
         "probe_data": probe_name,
         "probe_layer": recipe.probe_depth if recipe.probe_depth is not None else "all",
         "rows": rows,
+        "verdicts": verdict_table(rows, name),
         "model": model,
     }
 

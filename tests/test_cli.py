@@ -9,6 +9,7 @@ import torch
 
 import sslcourse
 from sslcourse import cli, recipes
+from sslcourse.evaluate import Accuracy, verdict, verdict_table
 from sslcourse.registry import PRETRAINABLE, REGISTRY
 
 
@@ -149,13 +150,29 @@ def test_pretrain_json_has_every_row_probe_and_fraction(capsys):
     assert result["method"] == "dae" and result["data"] == "digits" and result["pretrain_steps"] == 20
     assert result["pretrain_seconds"] > 0 and result["recipe"]["steps"] == 20
     assert set(result["rows"]) == {"dae", "ae", "random_init", "raw_pixels"}
-    for row in result["rows"].values():
+    rows = {}
+    for name, row in result["rows"].items():
         assert set(row) == {"linear", "knn"}
-        for probe in row.values():
-            assert set(probe) == {"0.01", "0.1", "1.0"}
-            assert all(0.0 <= acc <= 1.0 for acc in probe.values())
+        for probe, cells in row.items():
+            assert set(cells) == {"0.01", "0.1", "1.0"}
+            for fraction, cell in cells.items():
+                assert {"mean", "std", "values", "spread_of"} <= set(cell) and 0.0 <= cell["mean"] <= 1.0 and cell["std"] > 0
+                assert len(cell["values"]) == (1 if fraction == "1.0" else 5)
+                assert cell["spread_of"] == ("1000 bootstrap resamples of the 360 test images" if fraction == "1.0" else "5 labelled subsets")
+            rows.setdefault(name, {})[probe] = {f: Accuracy.from_dict(cell) for f, cell in cells.items() if f != "1.0"}
     # 10 digit classes: every representation does far better than chance with all labels
-    assert all(row["linear"]["1.0"] > 0.5 for row in result["rows"].values())
+    assert all(row["linear"]["1.0"]["mean"] > 0.5 for row in result["rows"].values())
+    # the verdicts follow from the accuracies in the JSON
+    assert set(result["verdicts"]) == {"ae", "random_init", "raw_pixels"}
+    for other, probes in result["verdicts"].items():
+        for probe, cells in probes.items():
+            for fraction, cell in cells.items():
+                if fraction != "1.0":  # rebuilt from the subsets' accuracies in the JSON
+                    assert cell["verdict"] == verdict(rows["dae"][probe][fraction], rows[other][probe][fraction])
+                else:  # the bootstrap's resamples stay out of the JSON: the verdict follows from the gap and its spread
+                    expected = "beats" if cell["gap"] > cell["gap_std"] else "is beaten by" if -cell["gap"] > cell["gap_std"] else "within the spread of"
+                    assert cell["verdict"] == expected, cell
+    assert "5 labelled subsets" in result["spread"] and "bootstrap" in result["spread"]
 
 
 @pytest.mark.slow
@@ -165,6 +182,7 @@ def test_the_same_seed_gives_the_same_accuracies(capsys):
         assert cli.main(["pretrain", "simclr", "--steps", "15", "--json"]) == 0
         results.append(json.loads(capsys.readouterr().out))
     assert results[0]["rows"] == results[1]["rows"] and results[0]["pretrain_steps"] == 15
+    assert results[0]["verdicts"] == results[1]["verdicts"]
 
 
 @pytest.mark.slow
@@ -191,7 +209,14 @@ def test_pretrain_prints_a_table_with_steps_and_seconds(capsys):
     header = next(line for line in lines if line.startswith("representation"))
     assert "linear @ 1%" in header and "knn @ 100%" in header
     for name in ("dae", "ae", "random_init", "raw_pixels"):
-        assert any(line.split()[:1] == [name] for line in lines), f"no row for {name} in:\n{out}"
+        row = next((line for line in lines if line.split()[:1] == [name] and "pretrained" not in line), None)
+        assert row is not None and row.count("±") == 6, f"no row for {name} with 6 'mean ± spread' cells in:\n{out}"
+    assert any(line.startswith("± is the sample standard deviation: at 1% and 10% of the labels over 5 labelled subsets")
+               and "at 100% of the labels over 1000 bootstrap resamples" in line for line in lines), out
+    for probe in ("linear", "knn"):
+        for fraction in ("1%", "10%", "100%"):
+            line = next(line for line in lines if line.startswith(f"  {probe} @ {fraction}: dae "))
+            assert all(other in line for other in ("random_init", "raw_pixels", "ae")), line
 
 
 def test_missing_dataset_offline_fails_with_the_clear_error(tmp_path, monkeypatch, capsys):
@@ -215,7 +240,7 @@ def test_pretrain_a_colour_method_probes_it_on_digits_at_its_layer(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["data"] == "photos" and result["probe_data"] == "digits" and result["probe_layer"] == 3
     assert set(result["rows"]) == {"colorization", "random_init", "raw_pixels"}
-    assert all(row["linear"]["1.0"] > 0.5 for row in result["rows"].values())
+    assert all(row["linear"]["1.0"]["mean"] > 0.5 for row in result["rows"].values())
 
 
 def test_every_cli_method_has_a_recipe_and_builds():
@@ -242,7 +267,10 @@ def test_pretrain_and_probe_rows_baselines_and_model():
     )
     assert set(result["rows"]) == {"dae", "random_init"}
     assert set(result["rows"]["dae"]) == {"linear"} and set(result["rows"]["dae"]["linear"]) == {"0.1"}
-    assert 0.0 <= result["rows"]["dae"]["linear"]["0.1"] <= 1.0
+    cell = result["rows"]["dae"]["linear"]["0.1"]
+    assert isinstance(cell, Accuracy) and 0.0 <= cell <= 1.0 and cell.values == (float(cell),)
+    # one labelled subset has no spread: the verdict says so instead of guessing
+    assert result["verdicts"] == {"random_init": {"linear": {"0.1": {"verdict": "no spread", "gap": None, "gap_std": None}}}}
     assert isinstance(result["model"], DenoisingAutoencoder)
     with pytest.raises(ValueError, match="unknown baselines"):
         pretrain_and_probe("dae", baselines=("imagenet",))
@@ -262,3 +290,63 @@ def test_nproc_trains_on_two_processes_and_prints_one_result(tmp_path):
     assert len(lines) == 1, done.stdout  # process 0 speaks for both
     result = _json.loads(lines[0])
     assert result["pretrain_steps"] == 3 and "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------- mean ± spread and verdicts, without training
+def made_up_result() -> dict:
+    """What pretrain_and_probe returns, with accuracies written by hand: "ours" clearly above random init at 10%,
+    tied with raw pixels, and one 100% cell from bootstrap resamples."""
+    subsets = "5 stratified subsets of 0.1 of the labels (seeds 0-4), labels #test"
+    resamples = "4 bootstrap resamples (seed 0) of the test images, labels #test"
+
+    def cells(ten, full, replicates):
+        return {"linear": {"0.1": Accuracy(ten, spread_of="5 labelled subsets", paired_on=subsets),
+                           "1.0": Accuracy([full], replicates=replicates, spread_of="4 bootstrap resamples of the 8 test images",
+                                           paired_on=resamples)}}
+
+    rows = {
+        "ours": cells([0.90, 0.92, 0.91, 0.93, 0.89], 0.875, [0.875, 0.75, 1.0, 0.875]),
+        "random_init": cells([0.80, 0.83, 0.79, 0.82, 0.81], 0.75, [0.75, 0.625, 0.875, 0.75]),
+        "raw_pixels": cells([0.91, 0.90, 0.92, 0.92, 0.90], 0.875, [0.875, 0.875, 0.875, 0.75]),
+    }
+    return {"method": "ours", "data": "digits", "recipe": {}, "pretrain_seconds": 1.0, "pretrain_steps": 3, "weights_growth": 1.0,
+            "runtime": "sslcourse on cpu", "probe_data": "digits", "probe_layer": "all", "rows": rows,
+            "verdicts": verdict_table(rows, "ours"), "model": None}
+
+
+def test_the_table_shows_mean_and_spread_a_legend_and_the_verdicts(capsys, monkeypatch):
+    monkeypatch.setattr(recipes, "pretrain_and_probe", lambda *a, **k: made_up_result())
+    assert cli.main(["pretrain", "dae", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = {line.split()[0]: line.split()[1:] for line in lines
+             if line.split()[:1] in (["ours"], ["random_init"], ["raw_pixels"]) and "pretrained" not in line}
+    assert table == {"ours": ["91.0", "±", "1.6", "87.5", "±", "10.2"], "random_init": ["81.0", "±", "1.6", "75.0", "±", "10.2"],
+                     "raw_pixels": ["91.0", "±", "1.0", "87.5", "±", "6.2"]}
+    assert ("± is the sample standard deviation: at 10% of the labels over 5 labelled subsets (the same subsets for every row); "
+            "at 100% of the labels over 4 bootstrap resamples of the 8 test images") in "\n".join(lines)
+    assert "  linear @ 10%: ours beats random_init (+10.0 ± 1.6), is within the spread of raw_pixels (+0.0 ± 1.4)" in lines
+    assert "  linear @ 100%: ours beats random_init (+12.5 ± 0.0), is within the spread of raw_pixels (+0.0 ± 12.0)" in lines
+
+
+def test_the_json_carries_every_cell_with_its_spread(capsys, monkeypatch):
+    made_up = made_up_result()
+    monkeypatch.setattr(recipes, "pretrain_and_probe", lambda *a, **k: made_up_result())
+    assert cli.main(["pretrain", "dae", "--json"]) == 0
+    text = capsys.readouterr().out
+    result = json.loads(text)  # strict JSON: no NaN
+    assert "NaN" not in text and "model" not in result
+    for row, probes in made_up["rows"].items():
+        for probe, cells in probes.items():
+            for fraction, acc in cells.items():
+                cell = result["rows"][row][probe][fraction]
+                assert (cell["mean"], cell["std"], cell["values"], cell["spread_of"]) == (float(acc), acc.std, list(acc.values), acc.spread_of)
+                if acc.replicates == acc.values:  # labelled subsets: the cell rebuilds itself
+                    back = Accuracy.from_dict(cell)
+                    assert back.replicates == acc.replicates and back.paired_on == acc.paired_on
+                else:  # a bootstrap's resamples stay out of the short record, and the record says it cannot rebuild them
+                    assert "replicates" not in cell
+                    with pytest.raises(ValueError, match="replicates"):
+                        Accuracy.from_dict(cell)
+    assert result["verdicts"]["random_init"]["linear"]["0.1"]["verdict"] == "beats"
+    assert result["verdicts"]["raw_pixels"]["linear"]["0.1"]["verdict"] == "within the spread of"
+    assert result["verdicts"] == json.loads(json.dumps(made_up["verdicts"]))
