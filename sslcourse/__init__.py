@@ -9,8 +9,9 @@ The names most code needs are here::
     history = sslcourse.fit(method, train, steps=500)
 """
 
-from . import augment, color, data, evaluate, losses, masks, methods, nets, notebook, patches, plots, runtime
+from . import augment, color, data, evaluate, long_runs, losses, masks, methods, nets, notebook, patches, plots, runtime
 from .data import DeviceLoader, ImageDataset, load_dataset
+from .long_runs import pretrained
 from .runtime import describe_runtime, get_device, seed_everything
 from .train import History, NonFiniteLossError, fit
 
@@ -21,6 +22,7 @@ __all__ = [
     "color",
     "data",
     "evaluate",
+    "long_runs",
     "losses",
     "masks",
     "methods",
@@ -38,4 +40,5 @@ __all__ = [
     "History",
     "NonFiniteLossError",
     "fit",
+    "pretrained",
 ]
