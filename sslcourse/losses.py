@@ -191,20 +191,20 @@ def _check_embeddings(name: str, **tensors: torch.Tensor) -> None:
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """SimCLR's normalized temperature-scaled cross-entropy (Chen et al. 2020, eq. 1).
 
-    The 2N embeddings of N images seen twice are L2-normalized; with
+    The 2B embeddings of B images seen twice are L2-normalized; with
     s_ij = z_i . z_j / tau, the anchor i whose positive is j(i) (the other
     view of the same image) pays::
 
         l_i = - log( exp(s_i,j(i)) / sum_{k != i} exp(s_ik) )
 
-    and the loss is the mean of l_i over all 2N anchors. The sum in the
+    and the loss is the mean of l_i over all 2B anchors. The sum in the
     denominator leaves out only the anchor itself, so each anchor faces one
-    positive and 2N - 2 negatives. Computed as a cross-entropy over logits in
+    positive and K = 2B - 2 negatives. Computed as a cross-entropy over logits in
     float32 (log-sum-exp, stable at small temperatures and under autocast).
 
     Args:
-        z1: (N, D) embeddings of the first views.
-        z2: (N, D) embeddings of the second views; row i pairs with z1's row i.
+        z1: (B, D) embeddings of the first views.
+        z2: (B, D) embeddings of the second views; row i pairs with z1's row i.
         temperature: tau > 0.
     Returns:
         scalar tensor.
@@ -231,13 +231,13 @@ def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tenso
         L_q = - log( exp(q . k+ / tau) / (exp(q . k+ / tau) + sum_k exp(q . k_k / tau)) )
 
     which is a (K + 1)-way cross-entropy with the positive at index 0, averaged
-    over the N queries (van den Oord et al. 2018 call this the InfoNCE loss;
+    over the B queries (van den Oord et al. 2018 call this the InfoNCE loss;
     it bounds the mutual information: I >= log(K + 1) - L). Computed in
     float32.
 
     Args:
-        query: (N, D).
-        positive: (N, D), row i the positive key of query i.
+        query: (B, D).
+        positive: (B, D), row i the positive key of query i.
         negatives: (K, D), shared by all queries.
         temperature: tau > 0.
     Returns:
@@ -268,8 +268,8 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     Computed in float32; 0 when p and z point the same way, 4 when opposite.
 
     Args:
-        p: (N, D) predictions of the online network.
-        z: (N, D) projections of the target network.
+        p: (B, D) predictions of the online network.
+        z: (B, D) projections of the target network.
     Returns:
         scalar tensor.
     """
@@ -288,12 +288,12 @@ def dino_loss(
 ) -> torch.Tensor:
     """DINO's cross-entropy between a sharpened, centered teacher and the student (Caron et al. 2021, eq. 1-2).
 
-    For K output dimensions, the teacher's distribution is centered (the
+    For D_out output dimensions, the teacher's distribution is centered (the
     running mean ``center`` of its logits is subtracted) and sharpened (a low
     temperature), and gets no gradient; the student's uses its own temperature::
 
         P_t = softmax((t - c) / tau_t),   P_s = softmax(s / tau_s)
-        L   = mean over the batch of  - sum_k P_t[k] log P_s[k]
+        L   = mean over the batch of  - sum_d P_t[d] log P_s[d]
 
     Centering alone would push every output toward the uniform distribution;
     sharpening alone toward one dimension for every image; the two together
@@ -301,9 +301,9 @@ def dino_loss(
     other student crop) are the method's business: call this once per pair.
 
     Args:
-        student_logits: (N, K).
-        teacher_logits: (N, K), from the teacher on another view of the same images.
-        center: (K,) or (1, K), the teacher's running center.
+        student_logits: (B, D_out).
+        teacher_logits: (B, D_out), from the teacher on another view of the same images.
+        center: (D_out,) or (1, D_out), the teacher's running center.
         student_temp, teacher_temp: tau_s > 0 and tau_t > 0.
     Returns:
         scalar tensor.
