@@ -452,3 +452,12 @@ def test_book_build_fails_on_an_unknown_citation_key(tmp_path):
     log = unknown.stdout + unknown.stderr
     assert unknown.returncode != 0, "the build passed with a citation key that references.bib lacks"
     assert 'could not find bibtex key "nosuchauthor1999missing"' in log, f"the failure should name the key:\n{log[-3000:]}"
+
+
+def test_no_page_cites_the_course_commissioning_material():
+    hits = {}
+    for path in citing_notebooks():
+        found = sorted({m.group(0).lower() for m in UNCITABLE_SOURCE.finditer(notebook_text(path))})
+        if found:
+            hits[path.relative_to(ROOT).as_posix()] = found
+    assert not hits, f"pages point readers at documents they cannot look up; cite the paper (authors, year, table): {hits}"
