@@ -53,7 +53,7 @@ __all__ = [
 #: Top-level folders of the course that go into the student edition, whole.
 EDITION_DIRS = ("book", "labs", "sslcourse")
 #: Top-level files of the course that go into the student edition.
-EDITION_FILES = ("_config.yml", "_toc.yml", "pyproject.toml", "requirements.txt", "constraints.txt", ".gitignore")
+EDITION_FILES = ("_config.yml", "_toc.yml", "references.bib", "pyproject.toml", "requirements.txt", "constraints.txt", ".gitignore")
 #: Files the edition cannot do without (the README is written by publish).
 REQUIRED = ("_config.yml", "_toc.yml", "pyproject.toml", "requirements.txt", "constraints.txt", "sslcourse/__init__.py", "sslcourse/notebook.py")
 #: Top-level licence files travel under whatever name they have.
